@@ -1,0 +1,146 @@
+//! Extractors whose every rejection renders the contract's envelope.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRef, FromRequest, FromRequestParts, Request, rejection::BytesRejection},
+    http::{StatusCode, header, request::Parts},
+};
+use releasedesk_store::{CustomerPrincipal, Store};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::ApiError;
+
+/// A JSON body. Wrong content type is 415, unparsable JSON 400, and JSON of the
+/// wrong shape 422 with the offending field in `details`.
+pub struct Json<T>(pub T);
+
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(mime) = content_type.and_then(|ct| ct.split(';').next()) else {
+        return false;
+    };
+    let mime = mime.trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// The field a serde error is about: its path, or for a missing field the name in
+/// serde's message ("missing field `reason`").
+fn field_of(path: &serde_path_to_error::Path, message: &str) -> String {
+    let path = path.to_string();
+    if path != "." && !path.is_empty() {
+        return path;
+    }
+    message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("missing field"))
+        .unwrap_or("body")
+        .to_owned()
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if !is_json(content_type) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::MalformedJson("the body could not be read".into())
+                }
+            })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        serde_path_to_error::deserialize(value)
+            .map(Json)
+            .map_err(|e| {
+                let message = e.inner().to_string();
+                ApiError::invalid(field_of(e.path(), &message), message)
+            })
+    }
+}
+
+/// An id from the path. Anything that is not a UUID names nothing, so it is 404.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::RouteNotFound)?;
+        Uuid::parse_str(&raw)
+            .map(PathId)
+            .map_err(|_| releasedesk_domain::DomainError::NotFound.into())
+    }
+}
+
+/// A query string. Query structs take strings and parse them into domain types
+/// themselves, so a rejection here means the query itself is garbled.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|e| ApiError::invalid("query", e.body_text()))
+    }
+}
+
+/// The bearer token's value, if the request has one.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The calling customer: a known, unrevoked `rd_live_` token. Everything the
+/// customer API reads or writes is scoped by its account id.
+pub struct Customer(pub CustomerPrincipal);
+
+impl<S> FromRequestParts<S> for Customer
+where
+    Store: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+        let store = Store::from_ref(state);
+        match store.authenticate_customer(token).await? {
+            Some(principal) => Ok(Customer(principal)),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("application/json; charset=utf-8")));
+        assert!(is_json(Some("application/merge-patch+json")));
+        assert!(!is_json(Some("text/plain")));
+        assert!(!is_json(None));
+    }
+}

@@ -1,0 +1,110 @@
+//! The HTTP application: every front end's routes, the operational endpoints, and
+//! the layers that keep every answer in the contract's envelope.
+
+use std::{future::Future, net::SocketAddr};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    middleware::map_response,
+    response::IntoResponse,
+    routing::get,
+};
+use releasedesk_api::{
+    ApiError, ensure_envelope, method_not_allowed, panic_response, route_not_found,
+};
+use releasedesk_store::Store;
+use tokio::net::TcpListener;
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+/// Request bodies larger than this are refused (413) before any parsing.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Which parts a process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub customer_api: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts { customer_api: true };
+}
+
+/// The full router for a process running `parts`.
+pub fn router(store: Store, parts: Parts) -> Router {
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(store.clone());
+    if parts.customer_api {
+        app = app.merge(releasedesk_api::router(store));
+    }
+    app.fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(map_response(ensure_envelope))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"success": true, "data": {"status": "ok"}})),
+    )
+}
+
+async fn readyz(State(store): State<Store>) -> Result<impl IntoResponse, ApiError> {
+    if store.ready().await? {
+        Ok(axum::Json(
+            serde_json::json!({"success": true, "data": {"status": "ready"}}),
+        ))
+    } else {
+        Err(ApiError::Unavailable)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight
+/// requests. Tests bind `127.0.0.1:0` and pass their own listener.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,117 @@
+//! The `releasedesk` command line.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::{StartupError, admin, app, config::Settings, demo, open_store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "releasedesk",
+    version,
+    about = "Approval workflow for releasing phone numbers"
+)]
+pub struct Cli {
+    /// Configuration file layered over the defaults.
+    #[arg(long, global = true, env = "RELEASEDESK_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process (migrates first).
+    Serve {
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        /// Seed the demo data set and print its tokens before serving.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run the customer API only.
+    Api {
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// Seed the demo data set (idempotent) and print its tokens.
+    Demo,
+    /// Administrative commands; each prints one JSON object.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+}
+
+/// Logs go to stderr (stdout is for command output); `RUST_LOG` filters and
+/// `LOG_FORMAT=json` switches to JSON lines.
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,tower_http=info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init();
+    } else {
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { addr, demo } => {
+            serve(&settings, addr, demo, app::Parts::ALL).await?;
+        }
+        Command::Api { addr } => {
+            serve(&settings, addr, false, app::Parts { customer_api: true }).await?;
+        }
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            store.migrate().await?;
+            println!("{}", serde_json::json!({"migrated": true}));
+        }
+        Command::Demo => {
+            let store = open_store(&settings).await?;
+            store.migrate().await?;
+            let seeded = demo::seed(&store).await?;
+            print!("{}", seeded.render(&settings.server.public_url));
+        }
+        Command::Admin(command) => return Ok(admin::run(&settings, command).await),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    settings: &Settings,
+    addr: Option<SocketAddr>,
+    with_demo: bool,
+    parts: app::Parts,
+) -> Result<(), StartupError> {
+    let store = open_store(settings).await?;
+    store.migrate().await?;
+    let addr = addr.unwrap_or(settings.server.addr);
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    if with_demo {
+        let seeded = demo::seed(&store).await?;
+        print!("{}", seeded.render(&format!("http://{local}")));
+    }
+    tracing::info!(addr = %local, backend = ?store.backend(), "ReleaseDesk listening");
+    println!("ReleaseDesk listening on http://{local}");
+    app::serve(
+        listener,
+        app::router(store.clone(), parts),
+        app::shutdown_signal(),
+    )
+    .await?;
+    store.pool().close().await;
+    Ok(())
+}

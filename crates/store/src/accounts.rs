@@ -1,0 +1,256 @@
+//! Accounts, API tokens and staff: creation (admin CLI, demo) and authentication.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use releasedesk_domain::{DomainError, EmailAddress, time::now};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    Store, StoreError,
+    entity::{account, api_token, staff},
+    error::is_unique_violation,
+};
+
+const CUSTOMER_TOKEN_PREFIX: &str = "rd_live_";
+const STAFF_TOKEN_PREFIX: &str = "rd_staff_";
+
+/// A fresh token: a prefix that says what it is, then 32 random bytes.
+fn new_token(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// What the database keeps of a token.
+pub(crate) fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedAccount {
+    pub id: Uuid,
+    pub name: String,
+    pub email: String,
+}
+
+/// A token, shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedToken {
+    pub id: Uuid,
+    pub token: String,
+}
+
+/// A staff member and their token, shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedStaff {
+    pub id: Uuid,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffRole {
+    Reviewer,
+    Admin,
+}
+
+impl StaffRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reviewer => "reviewer",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// The account a customer token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustomerPrincipal {
+    pub account_id: Uuid,
+    pub token_id: Uuid,
+}
+
+impl Store {
+    pub async fn create_account(
+        &self,
+        name: &str,
+        email: &str,
+    ) -> Result<CreatedAccount, StoreError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(
+                DomainError::invalid("name", "must be between 1 and 200 characters").into(),
+            );
+        }
+        let email = EmailAddress::parse("email", email)?;
+        let row = account::ActiveModel {
+            id: Set(releasedesk_domain::new_id()),
+            name: Set(name.to_owned()),
+            email: Set(email.into_inner()),
+            created_at: Set(now()),
+        };
+        let row = account::Entity::insert(row)
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(CreatedAccount {
+            id: row.id,
+            name: row.name,
+            email: row.email,
+        })
+    }
+
+    pub async fn find_account_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<CreatedAccount>, StoreError> {
+        let row = account::Entity::find()
+            .filter(account::Column::Email.eq(email.trim()))
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|row| CreatedAccount {
+            id: row.id,
+            name: row.name,
+            email: row.email,
+        }))
+    }
+
+    /// Issues a customer API token for an account.
+    pub async fn create_token(&self, account_id: Uuid) -> Result<CreatedToken, StoreError> {
+        if account::Entity::find_by_id(account_id)
+            .one(&self.db)
+            .await?
+            .is_none()
+        {
+            return Err(DomainError::NotFound.into());
+        }
+        let token = new_token(CUSTOMER_TOKEN_PREFIX);
+        let id = releasedesk_domain::new_id();
+        api_token::Entity::insert(api_token::ActiveModel {
+            id: Set(id),
+            account_id: Set(account_id),
+            token_hash: Set(hash_token(&token)),
+            created_at: Set(now()),
+            revoked_at: Set(None),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(CreatedToken { id, token })
+    }
+
+    /// Creates a staff member with a fresh staff token.
+    pub async fn create_staff(
+        &self,
+        email: &str,
+        name: &str,
+        role: StaffRole,
+    ) -> Result<CreatedStaff, StoreError> {
+        let email = EmailAddress::parse("email", email)?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(
+                DomainError::invalid("name", "must be between 1 and 200 characters").into(),
+            );
+        }
+        let token = new_token(STAFF_TOKEN_PREFIX);
+        let id = releasedesk_domain::new_id();
+        let inserted = staff::Entity::insert(staff::ActiveModel {
+            id: Set(id),
+            email: Set(email.into_inner()),
+            name: Set(name.to_owned()),
+            role: Set(role.as_str().to_owned()),
+            token_hash: Set(hash_token(&token)),
+            created_at: Set(now()),
+            revoked_at: Set(None),
+        })
+        .exec_without_returning(&self.db)
+        .await;
+        match inserted {
+            Ok(_) => Ok(CreatedStaff { id, token }),
+            Err(e) if is_unique_violation(&e) => {
+                Err(DomainError::invalid("email", "a staff member with this email exists").into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives the staff member with this email a new token (the old one stops
+    /// working); `None` if there is no such staff member.
+    pub async fn rotate_staff_token(
+        &self,
+        email: &str,
+    ) -> Result<Option<CreatedStaff>, StoreError> {
+        let Some(member) = staff::Entity::find()
+            .filter(staff::Column::Email.eq(email.trim()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let token = new_token(STAFF_TOKEN_PREFIX);
+        staff::Entity::update_many()
+            .col_expr(
+                staff::Column::TokenHash,
+                sea_orm::sea_query::Expr::value(hash_token(&token)),
+            )
+            .col_expr(
+                staff::Column::RevokedAt,
+                sea_orm::sea_query::Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+            )
+            .filter(staff::Column::Id.eq(member.id))
+            .exec(&self.db)
+            .await?;
+        Ok(Some(CreatedStaff {
+            id: member.id,
+            token,
+        }))
+    }
+
+    /// The account behind a customer token, if the token is known and not revoked.
+    pub async fn authenticate_customer(
+        &self,
+        token: &str,
+    ) -> Result<Option<CustomerPrincipal>, StoreError> {
+        if !token.starts_with(CUSTOMER_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let row: Option<(Uuid, Uuid)> = api_token::Entity::find()
+            .select_only()
+            .column(api_token::Column::Id)
+            .column(api_token::Column::AccountId)
+            .filter(api_token::Column::TokenHash.eq(hash_token(token)))
+            .filter(api_token::Column::RevokedAt.is_null())
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|(token_id, account_id)| CustomerPrincipal {
+            account_id,
+            token_id,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_prefixed_random_and_hashed_to_hex_sha256() {
+        let a = new_token(CUSTOMER_TOKEN_PREFIX);
+        let b = new_token(CUSTOMER_TOKEN_PREFIX);
+        assert!(a.starts_with("rd_live_"));
+        assert_ne!(a, b);
+        assert_eq!(
+            a.len(),
+            "rd_live_".len() + 43,
+            "32 bytes in unpadded base64url"
+        );
+        let hash = hash_token(&a);
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&a[8..]));
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,66 @@
+use releasedesk_domain::DomainError;
+use sea_orm::{DbErr, RuntimeErr};
+
+/// What an operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A business rule said no; maps one-to-one to a contract error code.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The database cannot be reached right now; the caller may retry.
+    #[error("database unavailable")]
+    Unavailable(#[source] DbErr),
+    #[error("database error")]
+    Database(#[source] DbErr),
+    /// A row holds a value the code does not know (e.g. an unknown status).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("configuration error: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    pub(crate) fn from_sqlx(error: sqlx::Error) -> Self {
+        Self::from(DbErr::Conn(RuntimeErr::SqlxError(error.into())))
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+fn sqlx_is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+impl From<DbErr> for StoreError {
+    fn from(error: DbErr) -> Self {
+        let unavailable = match &error {
+            DbErr::ConnectionAcquire(_) => true,
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => sqlx_is_unavailable(e),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(error)
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+/// Whether a database error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}

@@ -1,0 +1,100 @@
+//! Persistence for ReleaseDesk and the one operation layer every front end calls.
+//!
+//! [`Store`] owns the database connection and the release policy. Its methods are the
+//! operations of the product (`file_request`, `cancel_by_customer`, `preview_release`,
+//! ...): each validates with the domain types, changes state with guarded SQL inside
+//! one transaction, writes the timeline event and any outbox rows in that same
+//! transaction, and returns a view ready to render. This is the only crate that
+//! speaks SQL.
+
+mod accounts;
+mod agents;
+mod db;
+pub mod entity;
+mod error;
+mod events;
+mod numbers;
+mod outbox;
+mod paging;
+mod requests;
+
+use std::sync::Arc;
+
+use releasedesk_domain::ReleasePolicy;
+use sea_orm::DatabaseConnection;
+
+pub use accounts::{CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, StaffRole};
+pub use agents::{AgentPatch, AgentView, NewAgent};
+pub use db::{Backend, DbOptions, Pool, connect};
+pub use error::StoreError;
+pub use events::{Actor, EventView};
+pub use numbers::{
+    Blocker, ConfigPatch, NewNumber, NumberConfig, NumberPatch, NumberView, ReleasePreview,
+};
+pub use outbox::OutboxStatus;
+pub use paging::{Cursor, Page, PageRequest};
+pub use requests::{FiledRequest, RequestView};
+
+/// Settings the operations need besides the database.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub policy: ReleasePolicy,
+    /// Where "new item in the queue" emails go.
+    pub staff_email: String,
+}
+
+/// The operation layer: cheap to clone, shared by every front end.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    pool: Pool,
+    settings: Arc<StoreSettings>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.pool.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    pub fn new(pool: Pool, settings: StoreSettings) -> Self {
+        Self {
+            db: pool.sea_orm(),
+            pool,
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
+    }
+
+    /// The underlying sqlx pool, for components (the job queue) that share it.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    pub fn policy(&self) -> &ReleasePolicy {
+        &self.settings.policy
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        use releasedesk_migrations::{Migrator, MigratorTrait};
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers and every migration is applied.
+    pub async fn ready(&self) -> Result<bool, StoreError> {
+        use releasedesk_migrations::{Migrator, MigratorTrait};
+        Ok(Migrator::get_pending_migrations(&self.db).await?.is_empty())
+    }
+}

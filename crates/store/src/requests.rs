@@ -1,0 +1,298 @@
+//! Release requests from the customer's side: file, cancel, list, read.
+
+use chrono::{DateTime, Utc};
+use releasedesk_domain::{DomainError, Money, NumberStatus, Reason, RequestStatus, time::now};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    Actor, Cursor, EventView, Page, PageRequest, Store, StoreError,
+    db::begin_write,
+    entity::{account, release_request},
+    error::is_unique_violation,
+    events,
+    numbers::{active_agents_using, owned, parse_status},
+    outbox::{self, Email},
+};
+
+/// The answer to filing: exactly the fields talkover's API returns, plus the fee.
+#[derive(Debug, Clone, Serialize)]
+pub struct FiledRequest {
+    pub id: Uuid,
+    pub phone_number_id: Uuid,
+    pub phone_number: String,
+    pub reason: String,
+    pub status: RequestStatus,
+    pub requested_at: DateTime<Utc>,
+    pub early_termination_fee: Money,
+    pub currency: String,
+}
+
+/// A release request as its account sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    pub id: Uuid,
+    pub phone_number_id: Uuid,
+    pub phone_number: String,
+    pub reason: String,
+    pub status: RequestStatus,
+    pub requested_at: DateTime<Utc>,
+    pub early_termination_fee: Money,
+    pub currency: String,
+    pub cancelled_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decision_note: Option<String>,
+    pub released_at: Option<DateTime<Utc>>,
+    pub failure_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventView>>,
+}
+
+pub(crate) fn parse_request_status(status: &str) -> Result<RequestStatus, StoreError> {
+    status
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("release_requests.status: {e}")))
+}
+
+impl TryFrom<release_request::Model> for RequestView {
+    type Error = StoreError;
+
+    fn try_from(row: release_request::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            status: parse_request_status(&row.status)?,
+            id: row.id,
+            phone_number_id: row.phone_number_id,
+            phone_number: row.phone_number,
+            reason: row.reason,
+            requested_at: row.requested_at,
+            early_termination_fee: Money::from_minor(row.early_termination_fee_minor),
+            currency: row.currency,
+            cancelled_by: row.cancelled_by,
+            decided_at: row.decided_at,
+            decision_note: row.decision_note,
+            released_at: row.released_at,
+            failure_reason: row.failure_reason,
+            events: None,
+        })
+    }
+}
+
+/// The request, if it belongs to the account.
+async fn owned_request(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    request_id: Uuid,
+) -> Result<release_request::Model, StoreError> {
+    release_request::Entity::find_by_id(request_id)
+        .filter(release_request::Column::AccountId.eq(account_id))
+        .one(db)
+        .await?
+        .ok_or(DomainError::NotFound.into())
+}
+
+impl Store {
+    /// Files a release request for an active number of the account.
+    ///
+    /// The unique partial index on open requests decides races: of any number of
+    /// concurrent filings for one number exactly one commits, the others get
+    /// `RELEASE_ALREADY_PENDING`. The timeline event and the "filed" emails (to the
+    /// account and to staff) commit with the request.
+    pub async fn file_request(
+        &self,
+        account_id: Uuid,
+        number_id: Uuid,
+        reason: Reason,
+        actor: Actor,
+    ) -> Result<FiledRequest, StoreError> {
+        let txn = begin_write(&self.db).await?;
+        let number = owned(&txn, account_id, number_id).await?;
+        if parse_status(&number.status)? != NumberStatus::Active {
+            return Err(DomainError::NumberNotActive.into());
+        }
+        let in_use = active_agents_using(&txn, number_id).await?;
+        if !in_use.is_empty() {
+            return Err(DomainError::PhoneNumberInUse(in_use).into());
+        }
+        let at = now();
+        let fee = self.policy().early_termination_fee(number.purchased_at, at);
+        let row = release_request::ActiveModel {
+            id: Set(releasedesk_domain::new_id()),
+            account_id: Set(account_id),
+            phone_number_id: Set(number_id),
+            phone_number: Set(number.e164.clone()),
+            reason: Set(reason.into_inner()),
+            status: Set(RequestStatus::Pending.as_str().into()),
+            requested_at: Set(at),
+            requested_by: Set(actor.label()),
+            filed_by_staff_id: Set(match actor {
+                Actor::Staff(id) => Some(id),
+                _ => None,
+            }),
+            early_termination_fee_minor: Set(fee.minor()),
+            currency: Set(self.policy().currency.clone()),
+            claimed_by: Set(None),
+            claimed_at: Set(None),
+            decided_at: Set(None),
+            decided_by: Set(None),
+            decision_note: Set(None),
+            cancelled_by: Set(None),
+            released_at: Set(None),
+            failure_reason: Set(None),
+            version: Set(1),
+            updated_at: Set(at),
+        };
+        let row = match release_request::Entity::insert(row)
+            .exec_with_returning(&txn)
+            .await
+        {
+            Ok(row) => row,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(DomainError::ReleaseAlreadyPending.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let event_id = events::record(&txn, row.id, "requested", actor, None, at).await?;
+        let account = account::Entity::find_by_id(account_id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("request of a missing account".into()))?;
+        let payload = json!({
+            "request_id": row.id,
+            "phone_number": row.phone_number,
+            "account_name": account.name,
+            "reason": row.reason,
+            "early_termination_fee": fee,
+            "currency": row.currency,
+            "requested_at": at,
+        });
+        for (template, to) in [
+            ("request_filed", account.email.as_str()),
+            ("staff_new_request", self.settings.staff_email.as_str()),
+        ] {
+            let email = Email {
+                template,
+                to,
+                event_id,
+                payload: payload.clone(),
+            };
+            outbox::queue_email(&txn, email, at).await?;
+        }
+        txn.commit().await?;
+        Ok(FiledRequest {
+            id: row.id,
+            phone_number_id: row.phone_number_id,
+            phone_number: row.phone_number,
+            reason: row.reason,
+            status: RequestStatus::Pending,
+            requested_at: row.requested_at,
+            early_termination_fee: fee,
+            currency: row.currency,
+        })
+    }
+
+    /// Cancels a pending request of the account. Only `pending` can be cancelled;
+    /// the guard is in the UPDATE, so a concurrent approval and cancel cannot both
+    /// win.
+    pub async fn cancel_by_customer(
+        &self,
+        account_id: Uuid,
+        request_id: Uuid,
+    ) -> Result<RequestView, StoreError> {
+        let txn = begin_write(&self.db).await?;
+        let at = now();
+        let updated = release_request::Entity::update_many()
+            .col_expr(
+                release_request::Column::Status,
+                Expr::value(RequestStatus::Cancelled.as_str()),
+            )
+            .col_expr(
+                release_request::Column::CancelledBy,
+                Expr::value("customer"),
+            )
+            .col_expr(release_request::Column::DecidedAt, Expr::value(at))
+            .col_expr(release_request::Column::UpdatedAt, Expr::value(at))
+            .col_expr(
+                release_request::Column::Version,
+                Expr::col(release_request::Column::Version).add(1),
+            )
+            .filter(release_request::Column::Id.eq(request_id))
+            .filter(release_request::Column::AccountId.eq(account_id))
+            .filter(release_request::Column::Status.eq(RequestStatus::Pending.as_str()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            owned_request(&txn, account_id, request_id).await?;
+            return Err(DomainError::RequestNotPending.into());
+        }
+        events::record(
+            &txn,
+            request_id,
+            "cancelled",
+            Actor::Customer(account_id),
+            None,
+            at,
+        )
+        .await?;
+        let view = RequestView::try_from(owned_request(&txn, account_id, request_id).await?)?;
+        txn.commit().await?;
+        Ok(view)
+    }
+
+    /// One request of the account, with its timeline.
+    pub async fn get_request(
+        &self,
+        account_id: Uuid,
+        request_id: Uuid,
+    ) -> Result<RequestView, StoreError> {
+        let row = owned_request(&self.db, account_id, request_id).await?;
+        let mut view = RequestView::try_from(row)?;
+        view.events = Some(events::timeline(&self.db, request_id).await?);
+        Ok(view)
+    }
+
+    /// The account's requests, newest first.
+    pub async fn list_requests(
+        &self,
+        account_id: Uuid,
+        status: Option<RequestStatus>,
+        page: PageRequest,
+    ) -> Result<Page<RequestView>, StoreError> {
+        use release_request::Column;
+        let mut query = release_request::Entity::find().filter(Column::AccountId.eq(account_id));
+        if let Some(status) = status {
+            query = query.filter(Column::Status.eq(status.as_str()));
+        }
+        if let Some(cursor) = page.cursor {
+            let at = cursor.at_or_invalid()?;
+            query = query.filter(
+                Condition::any().add(Column::RequestedAt.lt(at)).add(
+                    Condition::all()
+                        .add(Column::RequestedAt.eq(at))
+                        .add(Column::Id.lt(cursor.id)),
+                ),
+            );
+        }
+        let rows = query
+            .order_by_desc(Column::RequestedAt)
+            .order_by_desc(Column::Id)
+            .limit(page.fetch())
+            .all(&self.db)
+            .await?;
+        let page = Page::from_rows(rows, &page, |r| Cursor::after(r.requested_at, r.id), |r| r);
+        let items = page
+            .items
+            .into_iter()
+            .map(RequestView::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            items,
+            next_cursor: page.next_cursor,
+        })
+    }
+}
