@@ -1,1 +1,11 @@
+//! Customer API tests: the real router on SQLite and on PostgreSQL.
+#![expect(clippy::unwrap_used, reason = "a test fails loudly on an unexpected value")]
 
+mod agents;
+mod cli;
+mod concurrency;
+mod envelope;
+mod numbers;
+mod paging;
+mod requests;
+mod tenancy;

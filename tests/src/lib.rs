@@ -1,1 +1,274 @@
+//! Test harness: [`TestApp`] runs the real router on `127.0.0.1:0` against a fresh
+//! database — an SQLite file in a temporary directory, or a PostgreSQL database
+//! created for the test and dropped after it — and [`backend_tests!`] runs each
+//! test on both.
 
+pub mod binary;
+mod database;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use releasedesk::{app, config::Settings};
+use releasedesk_domain::{AgentName, E164, Money};
+use releasedesk_store::{Backend, NewAgent, NewNumber, Store};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub use database::{TestDatabase, postgres_required};
+
+/// Runs each named `async fn(TestApp)` once on SQLite and once on PostgreSQL, as
+/// `sqlite::<name>` and `postgres::<name>`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestApp::sqlite().await).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = $crate::TestApp::postgres().await {
+                        super::$name(app).await
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// A customer account with a live API token.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub account_id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+/// The real application on a fresh database, served on an ephemeral port.
+pub struct TestApp {
+    pub base_url: String,
+    pub store: Store,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    next_number: AtomicU64,
+    shutdown: Option<oneshot::Sender<()>>,
+    // Dropped last: removes the database after the server and pool are gone.
+    _database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn sqlite() -> TestApp {
+        Self::start(TestDatabase::sqlite()).await
+    }
+
+    /// `None` (the test is skipped, loudly) only when PostgreSQL is unreachable and
+    /// `CI` is not set; under `CI=true` an unreachable server fails the test.
+    pub async fn postgres() -> Option<TestApp> {
+        Some(Self::start(TestDatabase::postgres().await?).await)
+    }
+
+    async fn start(database: TestDatabase) -> TestApp {
+        let mut settings = Settings::load(None).expect("default settings load");
+        settings.database.url = database.url().to_owned().into();
+        let store = releasedesk::open_store(&settings)
+            .await
+            .expect("connect to test database");
+        store.migrate().await.expect("migrate test database");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (tx, rx) = oneshot::channel();
+        let router = app::router(store.clone(), app::Parts::ALL);
+        tokio::spawn(app::serve(listener, router, async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base_url,
+            store,
+            client: reqwest::Client::new(),
+            settings,
+            next_number: AtomicU64::new(1),
+            shutdown: Some(tx),
+            _database: database,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+
+    /// A new account with a token.
+    pub async fn customer(&self) -> Customer {
+        let n = self.next_number.fetch_add(1, Ordering::Relaxed);
+        let email = format!("customer{n}@example.com");
+        let account = self
+            .store
+            .create_account(&format!("Customer {n}"), &email)
+            .await
+            .expect("account");
+        let token = self
+            .store
+            .create_token(account.id)
+            .await
+            .expect("token")
+            .token;
+        Customer {
+            account_id: account.id,
+            email,
+            token,
+        }
+    }
+
+    /// A fresh active number of the customer, bought long ago (no fee).
+    pub async fn number(&self, owner: &Customer) -> Uuid {
+        let long_ago = Utc::now() - chrono::TimeDelta::days(365);
+        self.number_bought_at(owner, long_ago).await
+    }
+
+    pub async fn number_bought_at(&self, owner: &Customer, purchased_at: DateTime<Utc>) -> Uuid {
+        let n = self.next_number.fetch_add(1, Ordering::Relaxed);
+        let e164 = E164::parse(&format!("+1555{n:07}")).expect("test number");
+        let new = NewNumber {
+            account_id: owner.account_id,
+            e164,
+            purchased_at: Some(purchased_at),
+            monthly_price: Money::from_minor(115),
+        };
+        self.store.add_number(new).await.expect("number").id
+    }
+
+    /// An agent of the customer using `numbers`.
+    pub async fn agent(
+        &self,
+        owner: &Customer,
+        name: &str,
+        active: bool,
+        numbers: &[Uuid],
+    ) -> Uuid {
+        let new = NewAgent {
+            name: AgentName::parse(name).expect("agent name"),
+            active,
+            phone_number_ids: numbers.to_vec(),
+        };
+        self.store
+            .create_agent(owner.account_id, new)
+            .await
+            .expect("agent")
+            .id
+    }
+
+    /// Sends a request; returns the status and the JSON body (`Null` if none).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body read");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str, who: &Customer) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(&who.token), None).await
+    }
+
+    pub async fn post(&self, path: &str, who: &Customer, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&who.token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, who: &Customer, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(&who.token), Some(body))
+            .await
+    }
+
+    /// POST without a body.
+    pub async fn post_empty(&self, path: &str, who: &Customer) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&who.token), None).await
+    }
+
+    /// Files a release request that must succeed; returns its data.
+    pub async fn file_request(&self, who: &Customer, number: Uuid) -> Value {
+        let (status, body) = self
+            .request_release(who, number, "We no longer need this line at all.")
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["data"].clone()
+    }
+
+    pub async fn request_release(
+        &self,
+        who: &Customer,
+        number: Uuid,
+        reason: &str,
+    ) -> (StatusCode, Value) {
+        let path = format!("/api/v1/phone-numbers/{number}/request-release");
+        self.post(&path, who, serde_json::json!({ "reason": reason }))
+            .await
+    }
+
+    /// Runs a query that returns one integer (a count), for assertions about rows.
+    pub async fn count(&self, sql: &str) -> i64 {
+        use releasedesk_store::Pool;
+        match self.store.pool() {
+            Pool::Sqlite(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(pool)
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .expect("count query")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts the error envelope with `code` and returns its body.
+#[track_caller]
+pub fn assert_error(status: StatusCode, body: &Value, expected_status: StatusCode, code: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["success"], Value::Bool(false), "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}

@@ -207,7 +207,10 @@ mod tests {
     }
 
     #[test]
-    #[expect(clippy::result_large_err, reason = "figment::Jail's closure returns figment::Error")]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure returns figment::Error"
+    )]
     fn environment_overrides_nested_keys_and_database_url() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("RELEASEDESK__RELEASE__COOLING_OFF", "7days");
