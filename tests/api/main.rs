@@ -1,5 +1,8 @@
 //! Customer API tests: the real router on SQLite and on PostgreSQL.
-#![expect(clippy::unwrap_used, reason = "a test fails loudly on an unexpected value")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on an unexpected value"
+)]
 
 mod agents;
 mod cli;
