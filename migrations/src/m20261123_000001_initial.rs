@@ -420,7 +420,8 @@ impl MigrationTrait for Migration {
                  WHERE status IN ('pending', 'approved', 'releasing')",
             )
             .await?;
-        // Customer lists (newest first) and the reviewer queue (by status, by age).
+        // Customer lists (newest first), the reviewer queue (by status, by age) and
+        // its "mine" / "unclaimed" views.
         for idx in [
             index(
                 "idx_release_requests_account",
@@ -431,6 +432,11 @@ impl MigrationTrait for Migration {
                 "idx_release_requests_status",
                 ReleaseRequests::Table,
                 &["status", "requested_at", "id"],
+            ),
+            index(
+                "idx_release_requests_claimed",
+                ReleaseRequests::Table,
+                &["claimed_by", "status", "requested_at", "id"],
             ),
             index(
                 "idx_release_requests_number",

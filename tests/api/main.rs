@@ -11,4 +11,5 @@ mod envelope;
 mod numbers;
 mod paging;
 mod requests;
+mod reviewer;
 mod tenancy;

@@ -53,6 +53,14 @@ pub struct Customer {
     pub token: String,
 }
 
+/// A support staff member with a live staff token.
+#[derive(Debug, Clone)]
+pub struct StaffUser {
+    pub id: Uuid,
+    pub name: String,
+    pub token: String,
+}
+
 /// The real application on a fresh database, served on an ephemeral port.
 pub struct TestApp {
     pub base_url: String,
@@ -88,7 +96,8 @@ impl TestApp {
             .expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel();
-        let router = app::router(store.clone(), app::Parts::ALL);
+        let console = settings.console_settings().expect("console settings");
+        let router = app::router(store.clone(), app::Parts::ALL, console);
         tokio::spawn(app::serve(listener, router, async {
             let _ = rx.await;
         }));
@@ -127,6 +136,61 @@ impl TestApp {
             email,
             token,
         }
+    }
+
+    /// A new reviewer with a staff token.
+    pub async fn reviewer(&self, name: &str) -> StaffUser {
+        self.staff_member(name, releasedesk_store::StaffRole::Reviewer)
+            .await
+    }
+
+    pub async fn staff_member(&self, name: &str, role: releasedesk_store::StaffRole) -> StaffUser {
+        let n = self.next_number.fetch_add(1, Ordering::Relaxed);
+        let email = format!("staff{n}@support.example");
+        let created = self
+            .store
+            .create_staff(&email, name, role)
+            .await
+            .expect("staff");
+        StaffUser {
+            id: created.id,
+            name: name.to_owned(),
+            token: created.token,
+        }
+    }
+
+    /// A reviewer API call (`/reviewer/api/v1` + `path`).
+    pub async fn review(
+        &self,
+        method: Method,
+        path: &str,
+        who: &StaffUser,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(
+            method,
+            &format!("/reviewer/api/v1{path}"),
+            Some(&who.token),
+            body,
+        )
+        .await
+    }
+
+    /// Approves as `who`, with an optional note.
+    pub async fn approve(
+        &self,
+        who: &StaffUser,
+        request: &str,
+        note: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let body = note.map(|n| serde_json::json!({ "note": n }));
+        self.review(
+            Method::POST,
+            &format!("/release-requests/{request}/approve"),
+            who,
+            body,
+        )
+        .await
     }
 
     /// A fresh active number of the customer, bought long ago (no fee).
@@ -232,6 +296,17 @@ impl TestApp {
         let path = format!("/api/v1/phone-numbers/{number}/request-release");
         self.post(&path, who, serde_json::json!({ "reason": reason }))
             .await
+    }
+
+    /// Runs a statement (test set-up that no operation offers, such as bulk history).
+    pub async fn execute(&self, sql: &str) {
+        use releasedesk_store::Pool;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.store.pool() {
+            Pool::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Pool::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+        .expect("statement");
     }
 
     /// Runs a query that returns one integer (a count), for assertions about rows.

@@ -11,12 +11,13 @@ use uuid::Uuid;
 
 use crate::ApiError;
 
-/// Collects field errors while parsing a body.
-#[derive(Default)]
-struct Fields(Vec<FieldError>);
+/// Collects field errors while parsing a body, so a client learns of all of them
+/// at once.
+#[derive(Debug, Default)]
+pub struct Fields(Vec<FieldError>);
 
 impl Fields {
-    fn take<T>(&mut self, result: Result<T, DomainError>) -> Option<T> {
+    pub fn take<T>(&mut self, result: Result<T, DomainError>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(DomainError::Validation(errors)) => {
@@ -30,7 +31,7 @@ impl Fields {
         }
     }
 
-    fn required<T>(&mut self, field: &str, value: Option<T>) -> Option<T> {
+    pub fn required<T>(&mut self, field: &str, value: Option<T>) -> Option<T> {
         if value.is_none() {
             self.0.push(FieldError::new(field, "is required"));
         }
@@ -38,7 +39,7 @@ impl Fields {
     }
 
     /// The parsed value, or every collected error.
-    fn finish<T>(self, value: Option<T>) -> Result<T, ApiError> {
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ApiError> {
         match value {
             Some(value) if self.0.is_empty() => Ok(value),
             _ if self.0.is_empty() => Err(ApiError::invalid("body", "is invalid")),
@@ -173,29 +174,44 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// Parses `?limit=&cursor=`.
+pub fn page(f: &mut Fields, limit: Option<&str>, cursor: Option<&str>) -> Option<PageRequest> {
+    let limit = match limit {
+        None => Some(None),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(limit) => Some(Some(limit)),
+            Err(_) => f.take(Err(DomainError::invalid("limit", "must be a whole number"))),
+        },
+    };
+    limit.and_then(|limit| f.take(PageRequest::parse(limit, cursor)))
+}
+
+/// Parses an optional enumerated query value such as `?status=`.
+pub fn one_of<T: std::str::FromStr>(
+    f: &mut Fields,
+    field: &str,
+    raw: Option<&str>,
+    all: &[&str],
+) -> Option<Option<T>> {
+    match raw {
+        None => Some(None),
+        Some(raw) => match raw.parse::<T>() {
+            Ok(value) => Some(Some(value)),
+            Err(_) => f.take(Err(DomainError::invalid(
+                field,
+                format!("must be one of: {}", all.join(", ")),
+            ))),
+        },
+    }
+}
+
 impl ListQuery {
     fn page(&self, f: &mut Fields) -> Option<PageRequest> {
-        let limit = match &self.limit {
-            None => Some(None),
-            Some(raw) => match raw.parse::<u64>() {
-                Ok(limit) => Some(Some(limit)),
-                Err(_) => f.take(Err(DomainError::invalid("limit", "must be a whole number"))),
-            },
-        };
-        limit.and_then(|limit| f.take(PageRequest::parse(limit, self.cursor.as_deref())))
+        page(f, self.limit.as_deref(), self.cursor.as_deref())
     }
 
     fn status<S: std::str::FromStr>(&self, f: &mut Fields, all: &[&str]) -> Option<Option<S>> {
-        match &self.status {
-            None => Some(None),
-            Some(raw) => match raw.parse::<S>() {
-                Ok(status) => Some(Some(status)),
-                Err(_) => f.take(Err(DomainError::invalid(
-                    "status",
-                    format!("must be one of: {}", all.join(", ")),
-                ))),
-            },
-        }
+        one_of(f, "status", self.status.as_deref(), all)
     }
 
     fn parse_with<S: std::str::FromStr>(

@@ -5,7 +5,8 @@ use axum::{
     extract::{FromRef, FromRequest, FromRequestParts, Request, rejection::BytesRejection},
     http::{StatusCode, header, request::Parts},
 };
-use releasedesk_store::{CustomerPrincipal, Store};
+use releasedesk_domain::DomainError;
+use releasedesk_store::{CustomerPrincipal, Principal, StaffPrincipal, Store};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -38,34 +39,68 @@ fn field_of(path: &serde_path_to_error::Path, message: &str) -> String {
         .to_owned()
 }
 
+/// Reads the body; `None` if it is empty.
+async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<Option<(bool, Bytes)>, ApiError> {
+    let json = is_json(
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::MalformedJson("the body could not be read".into())
+            }
+        })?;
+    Ok((!bytes.is_empty()).then_some((json, bytes)))
+}
+
+fn parse_json<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, ApiError> {
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = e.inner().to_string();
+        ApiError::invalid(field_of(e.path(), &message), message)
+    })
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        if !is_json(content_type) {
-            return Err(ApiError::UnsupportedMediaType);
+        let json = is_json(
+            req.headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
+        match body_bytes(req, state).await? {
+            Some((json, bytes)) => parse_json(json, &bytes).map(Json),
+            None => parse_json(json, b"").map(Json),
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e: BytesRejection| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::MalformedJson("the body could not be read".into())
-                }
-            })?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        serde_path_to_error::deserialize(value)
-            .map(Json)
-            .map_err(|e| {
-                let message = e.inner().to_string();
-                ApiError::invalid(field_of(e.path(), &message), message)
-            })
+    }
+}
+
+/// An optional JSON body: an empty body is `None`; a non-empty one must be JSON
+/// as for [`Json`].
+pub struct MaybeJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MaybeJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match body_bytes(req, state).await? {
+            Some((json, bytes)) => parse_json(json, &bytes).map(|v| MaybeJson(Some(v))),
+            None => Ok(MaybeJson(None)),
+        }
     }
 }
 
@@ -82,7 +117,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
                 .map_err(|_| ApiError::RouteNotFound)?;
         Uuid::parse_str(&raw)
             .map(PathId)
-            .map_err(|_| releasedesk_domain::DomainError::NotFound.into())
+            .map_err(|_| DomainError::NotFound.into())
     }
 }
 
@@ -110,8 +145,20 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
         .then_some(token.trim())
 }
 
+async fn principal<S>(parts: &Parts, state: &S) -> Result<Principal, ApiError>
+where
+    Store: FromRef<S>,
+{
+    let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+    Store::from_ref(state)
+        .authenticate(token)
+        .await?
+        .ok_or(ApiError::Unauthorized)
+}
+
 /// The calling customer: a known, unrevoked `rd_live_` token. Everything the
-/// customer API reads or writes is scoped by its account id.
+/// customer API reads or writes is scoped by its account id. A staff token is
+/// recognised and refused (403).
 pub struct Customer(pub CustomerPrincipal);
 
 impl<S> FromRequestParts<S> for Customer
@@ -122,11 +169,32 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
-        let store = Store::from_ref(state);
-        match store.authenticate_customer(token).await? {
-            Some(principal) => Ok(Customer(principal)),
-            None => Err(ApiError::Unauthorized),
+        match principal(parts, state).await? {
+            Principal::Customer(customer) => Ok(Customer(customer)),
+            Principal::Staff(_) => {
+                Err(DomainError::Forbidden("staff tokens cannot use the customer API").into())
+            }
+        }
+    }
+}
+
+/// The calling staff member: a known, unrevoked `rd_staff_` token. A customer
+/// token is recognised and refused (403).
+pub struct Staff(pub StaffPrincipal);
+
+impl<S> FromRequestParts<S> for Staff
+where
+    Store: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match principal(parts, state).await? {
+            Principal::Staff(staff) => Ok(Staff(staff)),
+            Principal::Customer(_) => {
+                Err(DomainError::Forbidden("this API is for support staff only").into())
+            }
         }
     }
 }

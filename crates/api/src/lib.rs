@@ -2,7 +2,7 @@
 //! end shares: the error envelope, extractors that render their rejections in it,
 //! and the fallbacks that keep axum's own answers in it too.
 
-mod body;
+pub mod body;
 pub mod envelope;
 mod error;
 pub mod extract;

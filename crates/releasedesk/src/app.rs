@@ -14,6 +14,7 @@ use axum::{
 use releasedesk_api::{
     ApiError, ensure_envelope, method_not_allowed, panic_response, route_not_found,
 };
+use releasedesk_reviewer::ConsoleSettings;
 use releasedesk_store::Store;
 use tokio::net::TcpListener;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
@@ -25,20 +26,35 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parts {
     pub customer_api: bool,
+    pub reviewer: bool,
 }
 
 impl Parts {
-    pub const ALL: Parts = Parts { customer_api: true };
+    pub const ALL: Parts = Parts {
+        customer_api: true,
+        reviewer: true,
+    };
+    pub const CUSTOMER_API: Parts = Parts {
+        customer_api: true,
+        reviewer: false,
+    };
+    pub const REVIEWER: Parts = Parts {
+        customer_api: false,
+        reviewer: true,
+    };
 }
 
 /// The full router for a process running `parts`.
-pub fn router(store: Store, parts: Parts) -> Router {
+pub fn router(store: Store, parts: Parts, console: ConsoleSettings) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(store.clone());
     if parts.customer_api {
-        app = app.merge(releasedesk_api::router(store));
+        app = app.merge(releasedesk_api::router(store.clone()));
+    }
+    if parts.reviewer {
+        app = app.merge(releasedesk_reviewer::router(store, console));
     }
     app.fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -37,6 +37,11 @@ pub enum Command {
         #[arg(long)]
         addr: Option<SocketAddr>,
     },
+    /// Run the reviewer API and console only.
+    Reviewer {
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
     /// Apply database migrations.
     Migrate,
     /// Seed the demo data set (idempotent) and print its tokens.
@@ -71,7 +76,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
             serve(&settings, addr, demo, app::Parts::ALL).await?;
         }
         Command::Api { addr } => {
-            serve(&settings, addr, false, app::Parts { customer_api: true }).await?;
+            serve(&settings, addr, false, app::Parts::CUSTOMER_API).await?;
+        }
+        Command::Reviewer { addr } => {
+            serve(&settings, addr, false, app::Parts::REVIEWER).await?;
         }
         Command::Migrate => {
             let store = open_store(&settings).await?;
@@ -95,6 +103,7 @@ async fn serve(
     with_demo: bool,
     parts: app::Parts,
 ) -> Result<(), StartupError> {
+    let console = settings.console_settings()?;
     let store = open_store(settings).await?;
     store.migrate().await?;
     let addr = addr.unwrap_or(settings.server.addr);
@@ -106,12 +115,11 @@ async fn serve(
     }
     tracing::info!(addr = %local, backend = ?store.backend(), "ReleaseDesk listening");
     println!("ReleaseDesk listening on http://{local}");
-    app::serve(
-        listener,
-        app::router(store.clone(), parts),
-        app::shutdown_signal(),
-    )
-    .await?;
+    if parts.reviewer {
+        println!("Reviewer console at http://{local}/reviewer/");
+    }
+    let router = app::router(store.clone(), parts, console);
+    app::serve(listener, router, app::shutdown_signal()).await?;
     store.pool().close().await;
     Ok(())
 }

@@ -8,11 +8,14 @@ use std::{
     time::Duration,
 };
 
+use axum_extra::extract::cookie::Key;
+use base64::Engine as _;
 use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
 use releasedesk_domain::{Money, ReleasePolicy};
+use releasedesk_reviewer::ConsoleSettings;
 use releasedesk_store::{DbOptions, StoreSettings};
 use serde::Deserialize;
 
@@ -51,6 +54,7 @@ pub struct Settings {
     pub notifications: NotificationSettings,
     pub mail: MailSettings,
     pub worker: WorkerSettings,
+    pub reviewer: ReviewerSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +107,13 @@ pub struct WorkerSettings {
     pub sweep_interval: Duration,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReviewerSettings {
+    pub session_key: Secret,
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {0} does not exist")]
@@ -141,6 +152,32 @@ impl Settings {
             .map_err(Box::new)?;
         settings.store_settings()?;
         Ok(settings)
+    }
+
+    /// The console's cookie settings; a random key when none is configured.
+    pub fn console_settings(&self) -> Result<ConsoleSettings, ConfigError> {
+        let configured = self.reviewer.session_key.expose().trim();
+        let key = if configured.is_empty() {
+            tracing::warn!(
+                "reviewer.session_key is not set: using a random key; console sessions end on restart"
+            );
+            Key::generate()
+        } else {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(configured)
+                .ok()
+                .filter(|b| b.len() >= 64)
+                .ok_or(ConfigError::Value {
+                    key: "reviewer.session_key",
+                    message: "must be base64 of at least 64 bytes".into(),
+                })?;
+            Key::from(&bytes)
+        };
+        Ok(ConsoleSettings {
+            key,
+            secure_cookies: self.server.public_url.starts_with("https://"),
+            session_ttl: self.reviewer.session_ttl,
+        })
     }
 
     pub fn db_options(&self) -> DbOptions {

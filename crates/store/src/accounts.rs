@@ -64,6 +64,42 @@ impl StaffRole {
     }
 }
 
+/// A signed-in support staff member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaffPrincipal {
+    pub id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub role: StaffRole,
+}
+
+impl StaffPrincipal {
+    pub fn is_admin(&self) -> bool {
+        self.role == StaffRole::Admin
+    }
+}
+
+/// Whoever a bearer token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Customer(CustomerPrincipal),
+    Staff(StaffPrincipal),
+}
+
+fn staff_principal(row: staff::Model) -> Result<StaffPrincipal, StoreError> {
+    let role = match row.role.as_str() {
+        "reviewer" => StaffRole::Reviewer,
+        "admin" => StaffRole::Admin,
+        other => return Err(StoreError::Corrupt(format!("staff.role {other:?}"))),
+    };
+    Ok(StaffPrincipal {
+        id: row.id,
+        name: row.name,
+        email: row.email,
+        role,
+    })
+}
+
 /// The account a customer token speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CustomerPrincipal {
@@ -204,6 +240,43 @@ impl Store {
             id: member.id,
             token,
         }))
+    }
+
+    /// Whoever the token speaks for, if it is known and not revoked.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        if token.starts_with(STAFF_TOKEN_PREFIX) {
+            return Ok(self.authenticate_staff(token).await?.map(Principal::Staff));
+        }
+        Ok(self
+            .authenticate_customer(token)
+            .await?
+            .map(Principal::Customer))
+    }
+
+    /// The staff member behind a staff token, if known and not revoked.
+    pub async fn authenticate_staff(
+        &self,
+        token: &str,
+    ) -> Result<Option<StaffPrincipal>, StoreError> {
+        if !token.starts_with(STAFF_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let row = staff::Entity::find()
+            .filter(staff::Column::TokenHash.eq(hash_token(token)))
+            .filter(staff::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?;
+        row.map(staff_principal).transpose()
+    }
+
+    /// A staff member by id, if not revoked (console sessions re-check this on
+    /// every request).
+    pub async fn active_staff(&self, staff_id: Uuid) -> Result<Option<StaffPrincipal>, StoreError> {
+        let row = staff::Entity::find_by_id(staff_id)
+            .filter(staff::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?;
+        row.map(staff_principal).transpose()
     }
 
     /// The account behind a customer token, if the token is known and not revoked.

@@ -13,9 +13,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    Cursor, Page, PageRequest, Store, StoreError,
+    Page, PageRequest, Store, StoreError,
     entity::{agent, agent_number, phone_number},
     numbers::parse_status,
+    paging,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -208,16 +209,8 @@ impl Store {
         account_id: Uuid,
         page: PageRequest,
     ) -> Result<Page<AgentView>, StoreError> {
-        let mut query = agent::Entity::find().filter(agent::Column::AccountId.eq(account_id));
-        if let Some(cursor) = page.cursor {
-            query = query.filter(agent::Column::Id.gt(cursor.id));
-        }
-        let rows = query
-            .order_by_asc(agent::Column::Id)
-            .limit(page.fetch())
-            .all(&self.db)
-            .await?;
-        let page = Page::from_rows(rows, &page, |r| Cursor::after_id(r.id), |r| r);
+        let query = agent::Entity::find().filter(agent::Column::AccountId.eq(account_id));
+        let page = paging::by_id(&self.db, query, agent::Column::Id, &page, |r| r.id).await?;
         let items = views(&self.db, page.items).await?;
         Ok(Page {
             items,

@@ -17,13 +17,17 @@ mod numbers;
 mod outbox;
 mod paging;
 mod requests;
+mod review;
 
 use std::sync::Arc;
 
 use releasedesk_domain::ReleasePolicy;
 use sea_orm::DatabaseConnection;
 
-pub use accounts::{CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, StaffRole};
+pub use accounts::{
+    CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, Principal, StaffPrincipal,
+    StaffRole,
+};
 pub use agents::{AgentPatch, AgentView, NewAgent};
 pub use db::{Backend, DbOptions, Pool, connect};
 pub use error::StoreError;
@@ -34,6 +38,9 @@ pub use numbers::{
 pub use outbox::OutboxStatus;
 pub use paging::{Cursor, Page, PageRequest};
 pub use requests::{FiledRequest, RequestView};
+pub use review::{
+    AccountRef, ClaimFilter, QueueFilter, QueueItem, QueueOrder, ReviewDetail, StaffRef,
+};
 
 /// Settings the operations need besides the database.
 #[derive(Debug, Clone)]

@@ -16,9 +16,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    Cursor, Page, PageRequest, Store, StoreError,
+    Page, PageRequest, Store, StoreError,
     entity::{agent, agent_number, phone_number, release_request, sms_message},
     error::is_unique_violation,
+    paging,
 };
 
 /// A number's customer-editable configuration.
@@ -310,15 +311,8 @@ impl Store {
         if let Some(status) = status {
             query = query.filter(phone_number::Column::Status.eq(status.as_str()));
         }
-        if let Some(cursor) = page.cursor {
-            query = query.filter(phone_number::Column::Id.gt(cursor.id));
-        }
-        let rows = query
-            .order_by_asc(phone_number::Column::Id)
-            .limit(page.fetch())
-            .all(&self.db)
-            .await?;
-        let page = Page::from_rows(rows, &page, |r| Cursor::after_id(r.id), |r| r);
+        let page =
+            paging::by_id(&self.db, query, phone_number::Column::Id, &page, |r| r.id).await?;
         let items = views(&self.db, page.items).await?;
         Ok(Page {
             items,

@@ -38,6 +38,49 @@ pub(crate) struct Email<'a> {
     pub payload: serde_json::Value,
 }
 
+/// Inserts an outbox row unless one with the same dedup key exists.
+async fn insert(txn: &impl ConnectionTrait, row: outbox::ActiveModel) -> Result<(), StoreError> {
+    outbox::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(outbox::Column::DedupKey)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// Schedules a job durably: the row commits with the change that needs the job,
+/// and a dispatcher hands it to the job queue. `key` makes it unique (one
+/// `execute_release` per request, however often approval is retried).
+pub(crate) async fn queue_job(
+    txn: &impl ConnectionTrait,
+    job: &'static str,
+    key: Uuid,
+    payload: serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    insert(
+        txn,
+        outbox::ActiveModel {
+            id: Set(releasedesk_domain::new_id()),
+            kind: Set("job".into()),
+            topic: Set(job.into()),
+            recipient: Set(None),
+            payload: Set(payload),
+            dedup_key: Set(format!("{job}:{key}")),
+            status: Set(OutboxStatus::Pending.as_str().into()),
+            attempts: Set(0),
+            next_attempt_at: Set(at),
+            last_error: Set(None),
+            created_at: Set(at),
+            sent_at: Set(None),
+        },
+    )
+    .await
+}
+
 pub(crate) async fn queue_email(
     txn: &impl ConnectionTrait,
     email: Email<'_>,
@@ -60,13 +103,5 @@ pub(crate) async fn queue_email(
         created_at: Set(at),
         sent_at: Set(None),
     };
-    outbox::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(outbox::Column::DedupKey)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
-    Ok(())
+    insert(txn, row).await
 }

@@ -3,8 +3,13 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use releasedesk_domain::DomainError;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::StoreError;
 
 /// Where the previous page ended: the sort key of its last row. Opaque to clients
 /// (base64url), so its shape can change without breaking them.
@@ -124,6 +129,47 @@ impl<T> Page<T> {
             next_cursor: self.next_cursor,
         }
     }
+}
+
+/// Rows after `cursor` in `(at, id)` order, ascending or descending.
+pub(crate) fn after_time(
+    at_column: impl ColumnTrait,
+    id_column: impl ColumnTrait,
+    cursor: &Cursor,
+    ascending: bool,
+) -> Result<sea_orm::Condition, DomainError> {
+    use sea_orm::Condition;
+    let at = cursor.at_or_invalid()?;
+    let (beyond_at, beyond_id) = if ascending {
+        (at_column.gt(at), id_column.gt(cursor.id))
+    } else {
+        (at_column.lt(at), id_column.lt(cursor.id))
+    };
+    Ok(Condition::any()
+        .add(beyond_at)
+        .add(Condition::all().add(at_column.eq(at)).add(beyond_id)))
+}
+
+/// One page of `query` in ascending id order, which for UUID v7 ids is creation
+/// order.
+pub(crate) async fn by_id<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    query: Select<E>,
+    id: E::Column,
+    page: &PageRequest,
+    id_of: impl Fn(&E::Model) -> Uuid,
+) -> Result<Page<E::Model>, StoreError> {
+    let query = match page.cursor {
+        Some(cursor) => query.filter(id.gt(cursor.id)),
+        None => query,
+    };
+    let rows = query.order_by_asc(id).limit(page.fetch()).all(db).await?;
+    Ok(Page::from_rows(
+        rows,
+        page,
+        |row| Cursor::after_id(id_of(row)),
+        |row| row,
+    ))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use releasedesk_domain::{DomainError, Money, NumberStatus, Reason, RequestStatus, time::now};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 use serde::Serialize;
@@ -19,6 +19,7 @@ use crate::{
     events,
     numbers::{active_agents_using, owned, parse_status},
     outbox::{self, Email},
+    paging,
 };
 
 /// The answer to filing: exactly the fields talkover's API returns, plus the fee.
@@ -268,15 +269,13 @@ impl Store {
         if let Some(status) = status {
             query = query.filter(Column::Status.eq(status.as_str()));
         }
-        if let Some(cursor) = page.cursor {
-            let at = cursor.at_or_invalid()?;
-            query = query.filter(
-                Condition::any().add(Column::RequestedAt.lt(at)).add(
-                    Condition::all()
-                        .add(Column::RequestedAt.eq(at))
-                        .add(Column::Id.lt(cursor.id)),
-                ),
-            );
+        if let Some(cursor) = &page.cursor {
+            query = query.filter(paging::after_time(
+                Column::RequestedAt,
+                Column::Id,
+                cursor,
+                false,
+            )?);
         }
         let rows = query
             .order_by_desc(Column::RequestedAt)
