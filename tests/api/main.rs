@@ -7,6 +7,7 @@
 mod agents;
 mod cli;
 mod concurrency;
+mod console;
 mod envelope;
 mod numbers;
 mod paging;

@@ -4,6 +4,7 @@
 //! test on both.
 
 pub mod binary;
+pub mod browser;
 mod database;
 
 use std::sync::atomic::{AtomicU64, Ordering};
