@@ -138,7 +138,7 @@ async fn reviewer_signs_in_approves_one_request_and_cancels_another() {
     assert_eq!(text(&browser, "#status").await, "cancelled");
     let emailed = "SELECT COUNT(*) FROM outbox WHERE topic = 'request_cancelled' AND payload LIKE '%open porting order%'";
     assert_eq!(
-        app.count(&emailed).await,
+        app.count(emailed).await,
         1,
         "the customer is emailed the note"
     );
