@@ -48,6 +48,17 @@ impl Fields {
     }
 }
 
+/// A required string field parsed into its domain type, in one go.
+pub fn required<T>(
+    field: &str,
+    value: Option<String>,
+    parse: impl FnOnce(&str) -> Result<T, DomainError>,
+) -> Result<T, ApiError> {
+    let mut f = Fields::default();
+    let value = f.required(field, value).and_then(|v| f.take(parse(&v)));
+    f.finish(value)
+}
+
 /// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -75,10 +86,7 @@ pub struct RequestReleaseBody {
 
 impl RequestReleaseBody {
     pub fn parse(self) -> Result<Reason, ApiError> {
-        let mut fields = Fields::default();
-        let reason = fields.required("reason", self.reason);
-        let reason = reason.and_then(|r| fields.take(Reason::parse(&r)));
-        fields.finish(reason)
+        required("reason", self.reason, Reason::parse)
     }
 }
 

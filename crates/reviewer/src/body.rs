@@ -2,7 +2,7 @@
 
 use releasedesk_api::{
     ApiError,
-    body::{Fields, one_of, page},
+    body::{Fields, one_of, page, required},
 };
 use releasedesk_domain::{DomainError, Note, RequestStatus};
 use releasedesk_store::{ClaimFilter, PageRequest, QueueFilter, QueueOrder};
@@ -25,15 +25,12 @@ impl ApproveBody {
 
 #[derive(Debug, Deserialize)]
 pub struct CancelBody {
-    note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 impl CancelBody {
     pub fn parse(self) -> Result<Note, ApiError> {
-        let mut f = Fields::default();
-        let note = f.required("note", self.note);
-        let note = note.and_then(|n| f.take(Note::parse(&n)));
-        f.finish(note)
+        required("note", self.note, Note::parse)
     }
 }
 

@@ -16,12 +16,12 @@ use axum::{
 };
 use axum_extra::extract::{SignedCookieJar, cookie::Key};
 use releasedesk_api::{ApiError, extract::Query};
-use releasedesk_domain::{DomainError, Note};
+use releasedesk_domain::DomainError;
 use releasedesk_store::Store;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::body::{ApproveBody, QueueQuery};
+use crate::body::{ApproveBody, CancelBody, QueueQuery};
 use session::{Session, login_csrf, login_csrf_ok, set_flash, take_flash};
 
 /// How the console signs and scopes its cookies.
@@ -261,7 +261,7 @@ async fn act(
                 .map_err(ApiError::from),
             Err(e) => Err(e),
         },
-        "cancel" => match Note::parse(form.note.as_deref().unwrap_or_default()) {
+        "cancel" => match (CancelBody { note: form.note }).parse() {
             Ok(note) => state
                 .store
                 .cancel_by_staff(me, id, note)

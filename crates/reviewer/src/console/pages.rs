@@ -81,6 +81,7 @@ fn options(pairs: &[(&'static str, &'static str)], current: &str) -> Vec<SelectO
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 struct SignIn<'a> {
+    /// The sign-in form's own token (no session yet).
     csrf: &'a str,
     flash: Option<Flash>,
     staff_name: Option<String>,
@@ -97,6 +98,7 @@ pub fn sign_in(csrf: &str, flash: Option<Flash>) -> Html<String> {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
+    csrf: String,
     status: u16,
     message: String,
     flash: Option<Flash>,
@@ -105,6 +107,7 @@ struct ErrorPage {
 
 pub fn error_page(status: StatusCode, message: &str) -> Html<String> {
     render(&ErrorPage {
+        csrf: String::new(),
         status: status.as_u16(),
         message: message.to_owned(),
         flash: None,
