@@ -5,7 +5,9 @@
 
 pub mod binary;
 pub mod browser;
+pub mod carrier;
 mod database;
+pub mod smtp;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -192,6 +194,47 @@ impl TestApp {
             body,
         )
         .await
+    }
+
+    /// A worker on this app's database with an in-memory mailer and `carrier`,
+    /// paced for tests (short polls and backoff).
+    pub fn worker(
+        &self,
+        carrier: std::sync::Arc<dyn releasedesk_worker::carrier::Carrier>,
+    ) -> (
+        releasedesk_worker::Worker,
+        releasedesk_worker::mail::MemoryOutbox,
+    ) {
+        use std::time::Duration;
+        let (mailer, outbox) = releasedesk_worker::mail::Mailer::memory();
+        let config = releasedesk_worker::WorkerConfig {
+            poll_interval: Duration::from_millis(10),
+            sweep_interval: Duration::from_secs(3600),
+            batch_size: 100,
+            lease: Duration::from_secs(30),
+            retry: releasedesk_store::RetryPolicy {
+                max_attempts: 5,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(100),
+            },
+            mail: releasedesk_worker::mail::MailContext {
+                public_url: self.base_url.clone(),
+            },
+        };
+        (
+            releasedesk_worker::Worker::new(self.store.clone(), mailer, carrier, config),
+            outbox,
+        )
+    }
+
+    /// Files and approves a release of a fresh number; returns (number, request id).
+    pub async fn approved_release(&self, owner: &Customer, reviewer: &StaffUser) -> (Uuid, String) {
+        let number = self.number(owner).await;
+        let filed = self.file_request(owner, number).await;
+        let id = filed["id"].as_str().expect("request id").to_owned();
+        let (status, body) = self.approve(reviewer, &id, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (number, id)
     }
 
     /// A fresh active number of the customer, bought long ago (no fee).

@@ -60,6 +60,7 @@ impl ApiError {
                 | DomainError::RequestNotPending
                 | DomainError::NumberNotActive
                 | DomainError::ReclaimWindowExpired
+                | DomainError::NumberNotReleased
                 | DomainError::ClaimedByOther => StatusCode::CONFLICT,
             },
             Self::Unauthorized => StatusCode::UNAUTHORIZED,

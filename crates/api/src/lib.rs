@@ -38,6 +38,7 @@ pub fn router(store: Store) -> Router {
             "/phone-numbers/{id}/request-release",
             post(numbers::request_release),
         )
+        .route("/phone-numbers/{id}/reclaim", post(numbers::reclaim))
         .route("/release-requests", get(requests::list))
         .route("/release-requests/{id}", get(requests::get))
         .route("/release-requests/{id}/cancel", post(requests::cancel))

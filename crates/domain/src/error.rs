@@ -43,6 +43,8 @@ pub enum DomainError {
     NumberNotActive,
     #[error("the reclaim window for this phone number has expired")]
     ReclaimWindowExpired,
+    #[error("only a released phone number can be reclaimed")]
+    NumberNotReleased,
     #[error("the release request is claimed by another reviewer")]
     ClaimedByOther,
 }
@@ -64,6 +66,7 @@ impl DomainError {
             Self::RequestNotPending => "REQUEST_NOT_PENDING",
             Self::NumberNotActive => "NUMBER_NOT_ACTIVE",
             Self::ReclaimWindowExpired => "RECLAIM_WINDOW_EXPIRED",
+            Self::NumberNotReleased => "NUMBER_NOT_RELEASED",
             Self::ClaimedByOther => "CLAIMED_BY_OTHER",
         }
     }

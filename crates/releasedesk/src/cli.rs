@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::{StartupError, admin, app, config::Settings, demo, open_store};
+use tokio::sync::watch;
+
+use crate::{StartupError, admin, app, build_worker, config::Settings, demo, open_store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +39,8 @@ pub enum Command {
         #[arg(long)]
         addr: Option<SocketAddr>,
     },
+    /// Run the worker only: releases, emails, schedules.
+    Worker,
     /// Run the reviewer API and console only.
     Reviewer {
         #[arg(long)]
@@ -74,6 +78,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
     match cli.command {
         Command::Serve { addr, demo } => {
             serve(&settings, addr, demo, app::Parts::ALL).await?;
+        }
+        Command::Worker => {
+            let store = open_store(&settings).await?;
+            store.migrate().await?;
+            let worker = build_worker(&settings, store.clone())?;
+            let (stop, stopped) = watch::channel(false);
+            let running = tokio::spawn(worker.run(stopped));
+            app::shutdown_signal().await;
+            let _ = stop.send(true);
+            let _ = running.await;
+            store.pool().close().await;
         }
         Command::Api { addr } => {
             serve(&settings, addr, false, app::Parts::CUSTOMER_API).await?;
@@ -119,7 +134,22 @@ async fn serve(
         println!("Reviewer console at http://{local}/reviewer/");
     }
     let router = app::router(store.clone(), parts, console);
-    app::serve(listener, router, app::shutdown_signal()).await?;
+    // `serve` runs the worker in the same process; it stops with the server.
+    let (stop, stopped) = watch::channel(false);
+    let worker = match parts == app::Parts::ALL {
+        true => Some(tokio::spawn(
+            build_worker(settings, store.clone())?.run(stopped),
+        )),
+        false => None,
+    };
+    let shutdown = async move {
+        app::shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    app::serve(listener, router, shutdown).await?;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     store.pool().close().await;
     Ok(())
 }

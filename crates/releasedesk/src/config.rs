@@ -55,6 +55,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub worker: WorkerSettings,
     pub reviewer: ReviewerSettings,
+    pub carrier: CarrierSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +106,32 @@ pub struct MailSettings {
 pub struct WorkerSettings {
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub batch_size: u64,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    pub max_attempts: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CarrierKind {
+    Local,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CarrierSettings {
+    pub kind: CarrierKind,
+    pub url: String,
+    pub secret: Secret,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,9 +7,16 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 
-use releasedesk_store::{Store, StoreError};
+use std::sync::Arc;
 
-use crate::config::{ConfigError, Settings};
+use releasedesk_store::{RetryPolicy, Store, StoreError};
+use releasedesk_worker::{
+    Worker, WorkerConfig,
+    carrier::{Carrier, HttpCarrier, LocalCarrier},
+    mail::{MailContext, Mailer},
+};
+
+use crate::config::{CarrierKind, ConfigError, Settings};
 
 /// Startup failures, reported once by `main`.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +27,55 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The worker as configured: mailer (SMTP with `SMTP_URL`, else `.eml` files),
+/// carrier adapter, pacing.
+pub fn build_worker(settings: &Settings, store: Store) -> Result<Worker, StartupError> {
+    let smtp = settings
+        .mail
+        .smtp_url
+        .as_ref()
+        .map(|s| s.expose().to_owned());
+    let mailer = Mailer::from_settings(
+        smtp.as_deref(),
+        &settings.mail.outbox_dir,
+        &settings.mail.from,
+    )
+    .map_err(|e| ConfigError::Value {
+        key: "mail",
+        message: e.to_string(),
+    })?;
+    let carrier: Arc<dyn Carrier> = match settings.carrier.kind {
+        CarrierKind::Local => Arc::new(LocalCarrier),
+        CarrierKind::Http => Arc::new(
+            HttpCarrier::new(
+                &settings.carrier.url,
+                settings.carrier.secret.expose(),
+                settings.carrier.timeout,
+            )
+            .map_err(|e| ConfigError::Value {
+                key: "carrier",
+                message: e.to_string(),
+            })?,
+        ),
+    };
+    let w = &settings.worker;
+    let config = WorkerConfig {
+        poll_interval: w.poll_interval,
+        sweep_interval: w.sweep_interval,
+        batch_size: w.batch_size,
+        lease: w.lease,
+        retry: RetryPolicy {
+            max_attempts: w.max_attempts,
+            base_delay: w.retry_base,
+            max_delay: w.retry_max,
+        },
+        mail: MailContext {
+            public_url: settings.server.public_url.clone(),
+        },
+    };
+    Ok(Worker::new(store, mailer, carrier, config))
 }
 
 /// Connects to the configured database and builds the operation layer.

@@ -13,6 +13,7 @@ mod db;
 pub mod entity;
 mod error;
 mod events;
+mod execution;
 mod numbers;
 mod outbox;
 mod paging;
@@ -32,10 +33,11 @@ pub use agents::{AgentPatch, AgentView, NewAgent};
 pub use db::{Backend, DbOptions, Pool, connect};
 pub use error::StoreError;
 pub use events::{Actor, EventView};
+pub use execution::{Begin, ReleaseWork};
 pub use numbers::{
     Blocker, ConfigPatch, NewNumber, NumberConfig, NumberPatch, NumberView, ReleasePreview,
 };
-pub use outbox::OutboxStatus;
+pub use outbox::{OutboxItem, OutboxStatus, RetryPolicy};
 pub use paging::{Cursor, Page, PageRequest};
 pub use requests::{FiledRequest, RequestView};
 pub use review::{

@@ -203,7 +203,7 @@ async fn views(
         .collect()
 }
 
-async fn view(
+pub(crate) async fn view(
     db: &impl ConnectionTrait,
     row: phone_number::Model,
 ) -> Result<NumberView, StoreError> {

@@ -105,3 +105,179 @@ pub(crate) async fn queue_email(
     };
     insert(txn, row).await
 }
+
+/// One outbox row handed to a dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: Uuid,
+    /// The email template or job name.
+    pub topic: String,
+    pub recipient: Option<String>,
+    pub payload: serde_json::Value,
+    /// Stable per (event, recipient): use it as the email's Message-ID.
+    pub dedup_key: String,
+    /// Including this one.
+    pub attempts: i32,
+}
+
+/// How a failed delivery is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: i32,
+    pub base_delay: std::time::Duration,
+    pub max_delay: std::time::Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff: `base × 2^(attempts-1)`, capped.
+    pub fn delay(&self, attempts: i32) -> std::time::Duration {
+        let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        self.base_delay
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(self.max_delay)
+    }
+}
+
+fn delta(duration: std::time::Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+impl crate::Store {
+    /// Claims up to `limit` due rows of `kind` (`email` or `job`): pending ones
+    /// whose time has come, and `sending` ones whose claimer's lease ran out (it
+    /// died). Each claimed row is `sending` until `lease` from now. On PostgreSQL
+    /// concurrent dispatchers skip each other's rows (`FOR UPDATE SKIP LOCKED`).
+    pub async fn claim_outbox(
+        &self,
+        kind: &str,
+        limit: u64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        use sea_orm::{
+            ColumnTrait, QueryFilter, QueryOrder, QuerySelect,
+            sea_query::{Expr, ExprTrait, LockBehavior, LockType},
+        };
+        let txn = crate::db::begin_write(&self.db).await?;
+        let at = releasedesk_domain::time::now();
+        let due: Vec<Uuid> = outbox::Entity::find()
+            .select_only()
+            .column(outbox::Column::Id)
+            .filter(outbox::Column::Kind.eq(kind))
+            .filter(outbox::Column::Status.is_in([
+                OutboxStatus::Pending.as_str(),
+                OutboxStatus::Sending.as_str(),
+            ]))
+            .filter(outbox::Column::NextAttemptAt.lte(at))
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .limit(limit)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(OutboxStatus::Sending.as_str()),
+            )
+            .col_expr(
+                outbox::Column::Attempts,
+                Expr::col(outbox::Column::Attempts).add(1),
+            )
+            .col_expr(
+                outbox::Column::NextAttemptAt,
+                Expr::value(at + delta(lease)),
+            )
+            .filter(outbox::Column::Id.is_in(due.clone()))
+            .exec(&txn)
+            .await?;
+        let rows = outbox::Entity::find()
+            .filter(outbox::Column::Id.is_in(due))
+            .order_by_asc(outbox::Column::CreatedAt)
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| OutboxItem {
+                id: row.id,
+                topic: row.topic,
+                recipient: row.recipient,
+                payload: row.payload,
+                dedup_key: row.dedup_key,
+                attempts: row.attempts,
+            })
+            .collect())
+    }
+
+    /// Marks a claimed row delivered.
+    pub async fn outbox_sent(&self, id: Uuid) -> Result<(), StoreError> {
+        use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+        outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(OutboxStatus::Sent.as_str()),
+            )
+            .col_expr(
+                outbox::Column::SentAt,
+                Expr::value(releasedesk_domain::time::now()),
+            )
+            .col_expr(
+                outbox::Column::LastError,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(outbox::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed delivery: retried after the policy's backoff, or `dead`
+    /// when permanent or out of attempts. Returns the new status.
+    pub async fn outbox_failed(
+        &self,
+        item: &OutboxItem,
+        error: &str,
+        permanent: bool,
+        policy: &RetryPolicy,
+    ) -> Result<OutboxStatus, StoreError> {
+        use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+        let dead = permanent || item.attempts >= policy.max_attempts;
+        let status = if dead {
+            OutboxStatus::Dead
+        } else {
+            OutboxStatus::Pending
+        };
+        let next = releasedesk_domain::time::now() + delta(policy.delay(item.attempts));
+        let error: String = error.chars().take(1000).collect();
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::Status, Expr::value(status.as_str()))
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(next))
+            .col_expr(outbox::Column::LastError, Expr::value(error))
+            .filter(outbox::Column::Id.eq(item.id))
+            .exec(&self.db)
+            .await?;
+        Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(60),
+        };
+        let delays: Vec<u64> = (1..=7).map(|n| policy.delay(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(policy.delay(1000).as_secs(), 60);
+    }
+}

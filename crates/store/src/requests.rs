@@ -147,6 +147,9 @@ impl Store {
             failure_reason: Set(None),
             version: Set(1),
             updated_at: Set(at),
+            lease_until: Set(None),
+            execution_attempts: Set(0),
+            carrier_released_at: Set(None),
         };
         let row = match release_request::Entity::insert(row)
             .exec_with_returning(&txn)

@@ -1,6 +1,237 @@
 //! The part of ReleaseDesk that does what cannot be undone: executes approved
 //! releases exactly once, sends every email through the durable outbox, and runs
 //! the schedules (cooling-off, stuck-work recovery).
+//!
+//! Work arrives as outbox rows written in the transactions that cause it (an
+//! approval writes `execute_release`, every event writes its emails). A worker
+//! claims due rows in batches, runs them, and marks them sent, or retries them
+//! with exponential backoff, or gives up to `dead` after a bounded number of
+//! attempts. Any number of worker processes may share one PostgreSQL database.
 
 pub mod carrier;
+pub mod jobs;
 pub mod mail;
+
+use std::{sync::Arc, time::Duration};
+
+use releasedesk_store::{OutboxItem, OutboxStatus, RetryPolicy, Store, StoreError};
+use tokio::{sync::watch, time::Instant};
+use uuid::Uuid;
+
+use crate::{
+    carrier::Carrier,
+    jobs::{
+        JobError, carrier_reclaim::carrier_reclaim, execute_release::execute_release,
+        send_email::send_email, sweep::sweep,
+    },
+    mail::{MailContext, Mailer},
+};
+
+/// How a worker paces itself.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How long an idle worker waits before looking for work again.
+    pub poll_interval: Duration,
+    /// How often cooling-off is finalized and stuck work recovered.
+    pub sweep_interval: Duration,
+    /// Outbox rows claimed per round.
+    pub batch_size: u64,
+    /// How long a claimed job or email belongs to this worker before another may
+    /// take it over (a worker that died is recovered after this).
+    pub lease: Duration,
+    /// Retries of emails and jobs.
+    pub retry: RetryPolicy,
+    pub mail: MailContext,
+}
+
+/// One worker: the outbox dispatcher, the job runner and the sweep.
+#[derive(Clone)]
+pub struct Worker {
+    store: Store,
+    mailer: Arc<Mailer>,
+    carrier: Arc<dyn Carrier>,
+    config: Arc<WorkerConfig>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How much one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub jobs: usize,
+    pub emails: usize,
+}
+
+impl Round {
+    pub fn is_idle(&self) -> bool {
+        self.jobs == 0 && self.emails == 0
+    }
+}
+
+impl Worker {
+    pub fn new(
+        store: Store,
+        mailer: Mailer,
+        carrier: Arc<dyn Carrier>,
+        config: WorkerConfig,
+    ) -> Self {
+        Self {
+            store,
+            mailer: Arc::new(mailer),
+            carrier,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Runs until `shutdown` turns true; the round in flight finishes first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!("worker started");
+        let mut next_sweep = Instant::now();
+        while !*shutdown.borrow() {
+            let round = self.round().await;
+            if Instant::now() >= next_sweep {
+                self.sweep().await;
+                next_sweep = Instant::now() + self.config.sweep_interval;
+            }
+            if round.is_idle() {
+                tokio::select! {
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        tracing::info!("worker stopped");
+    }
+
+    /// One batch of jobs and one batch of emails. Errors are logged; work that
+    /// failed is retried by its row's backoff.
+    pub async fn round(&self) -> Round {
+        let jobs = self.dispatch_jobs().await.unwrap_or_else(|error| {
+            tracing::error!(%error, "could not dispatch jobs");
+            0
+        });
+        let emails = self.dispatch_emails().await.unwrap_or_else(|error| {
+            tracing::error!(%error, "could not dispatch emails");
+            0
+        });
+        Round { jobs, emails }
+    }
+
+    /// Rounds until there is nothing due (for tests and one-shot runs).
+    pub async fn drain(&self) -> Round {
+        let mut total = Round::default();
+        loop {
+            let round = self.round().await;
+            if round.is_idle() {
+                return total;
+            }
+            total.jobs += round.jobs;
+            total.emails += round.emails;
+        }
+    }
+
+    /// Runs the periodic sweep once.
+    pub async fn sweep(&self) {
+        let stale = self.config.sweep_interval.max(self.config.lease);
+        match sweep(
+            &self.store,
+            self.carrier.as_ref(),
+            stale,
+            self.config.lease,
+            self.config.retry.base_delay,
+        )
+        .await
+        {
+            Ok(swept) if swept.made_available + u64::try_from(swept.redriven).unwrap_or(0) > 0 => {
+                tracing::info!(
+                    made_available = swept.made_available,
+                    redriven = swept.redriven,
+                    "sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "sweep failed"),
+        }
+    }
+
+    async fn dispatch_jobs(&self) -> Result<usize, StoreError> {
+        let items = self
+            .store
+            .claim_outbox("job", self.config.batch_size, self.config.lease)
+            .await?;
+        for item in &items {
+            let outcome = self.run_job(item).await;
+            self.settle(item, outcome).await?;
+        }
+        Ok(items.len())
+    }
+
+    async fn run_job(&self, item: &OutboxItem) -> Result<(), JobError> {
+        match item.topic.as_str() {
+            "execute_release" => {
+                let request_id = item
+                    .payload
+                    .get("request_id")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| Uuid::parse_str(v).ok())
+                    .ok_or_else(|| JobError::Payload("execute_release needs request_id".into()))?;
+                let retry_after = self.config.retry.delay(item.attempts);
+                execute_release(
+                    &self.store,
+                    self.carrier.as_ref(),
+                    request_id,
+                    self.config.lease,
+                    retry_after,
+                )
+                .await?;
+                Ok(())
+            }
+            "carrier_reclaim" => {
+                carrier_reclaim(self.carrier.as_ref(), item.id, &item.payload).await
+            }
+            other => Err(JobError::Payload(format!("unknown job {other:?}"))),
+        }
+    }
+
+    async fn dispatch_emails(&self) -> Result<usize, StoreError> {
+        let items = self
+            .store
+            .claim_outbox("email", self.config.batch_size, self.config.lease)
+            .await?;
+        for item in &items {
+            let outcome = send_email(&self.mailer, &self.config.mail, item).await;
+            self.settle(item, outcome).await?;
+        }
+        Ok(items.len())
+    }
+
+    /// Marks a row done, or schedules its retry, or gives up on it.
+    async fn settle(
+        &self,
+        item: &OutboxItem,
+        outcome: Result<(), JobError>,
+    ) -> Result<(), StoreError> {
+        match outcome {
+            Ok(()) => self.store.outbox_sent(item.id).await,
+            Err(error) => {
+                let permanent = !error.is_transient();
+                let status = self
+                    .store
+                    .outbox_failed(item, &error.to_string(), permanent, &self.config.retry)
+                    .await?;
+                if status == OutboxStatus::Dead {
+                    tracing::error!(outbox.id = %item.id, topic = %item.topic, attempts = item.attempts, %error, "gave up");
+                } else {
+                    tracing::warn!(outbox.id = %item.id, topic = %item.topic, attempts = item.attempts, %error, "will retry");
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -57,3 +57,11 @@ pub async fn request_release(
         store.file_request(me.account_id, id, reason, actor).await?,
     ))
 }
+
+pub async fn reclaim(
+    State(store): State<Store>,
+    Customer(me): Customer,
+    PathId(id): PathId,
+) -> Result<Data<NumberView>, ApiError> {
+    Ok(Data(store.reclaim(me.account_id, id).await?))
+}

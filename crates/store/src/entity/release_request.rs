@@ -31,6 +31,11 @@ pub struct Model {
     /// Bumped on every change.
     pub version: i32,
     pub updated_at: DateTimeUtc,
+    /// While set and in the future, a worker is carrying the release out.
+    pub lease_until: Option<DateTimeUtc>,
+    pub execution_attempts: i32,
+    /// When the carrier confirmed the release: a re-run skips the carrier call.
+    pub carrier_released_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,530 @@
+//! Carrying out approved releases, exactly once (DESIGN invariant 4).
+//!
+//! A worker takes a lease on the request (`approved -> releasing`, or an expired
+//! lease on `releasing`) in one guarded UPDATE: of any number of workers, one wins.
+//! It then tells the carrier (idempotent by request id) and records the carrier's
+//! confirmation in its own commit, so a re-run after a crash skips the carrier and
+//! only finishes the bookkeeping. The final transaction moves the number out of the
+//! account, wipes its history and configuration, and queues the email.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use releasedesk_domain::{DomainError, NumberStatus, RequestStatus, time::now};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    Actor, NumberView, Store, StoreError,
+    db::begin_write,
+    entity::{account, agent_number, phone_number, release_request, sms_message},
+    events,
+    outbox::{self, Email},
+    requests::parse_request_status,
+};
+
+/// What a worker needs to carry out one release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseWork {
+    pub request_id: Uuid,
+    pub phone_number_id: Uuid,
+    pub phone_number: String,
+    pub account_id: Uuid,
+    /// The carrier already confirmed this release: do not call it again.
+    pub carrier_done: bool,
+    pub attempt: i32,
+}
+
+/// The answer to "may I carry out this request now?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// You hold the lease until it expires; carry it out.
+    Execute(ReleaseWork),
+    /// Another worker holds a live lease.
+    Busy,
+    /// Released, failed or cancelled: nothing to do.
+    Finished,
+}
+
+fn lease_delta(lease: Duration) -> TimeDelta {
+    TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX)
+}
+
+async fn request(
+    db: &impl ConnectionTrait,
+    request_id: Uuid,
+) -> Result<release_request::Model, StoreError> {
+    release_request::Entity::find_by_id(request_id)
+        .one(db)
+        .await?
+        .ok_or(DomainError::NotFound.into())
+}
+
+impl Store {
+    /// Takes the execution lease on an approved request (or on one whose previous
+    /// worker's lease ran out).
+    pub async fn begin_release(
+        &self,
+        request_id: Uuid,
+        lease: Duration,
+    ) -> Result<Begin, StoreError> {
+        use release_request::Column;
+        let txn = begin_write(&self.db).await?;
+        let at = now();
+        let claimable = Condition::any()
+            .add(Column::Status.eq(RequestStatus::Approved.as_str()))
+            .add(
+                Condition::all()
+                    .add(Column::Status.eq(RequestStatus::Releasing.as_str()))
+                    .add(
+                        Condition::any()
+                            .add(Column::LeaseUntil.is_null())
+                            .add(Column::LeaseUntil.lt(at)),
+                    ),
+            );
+        let updated = release_request::Entity::update_many()
+            .col_expr(
+                Column::Status,
+                Expr::value(RequestStatus::Releasing.as_str()),
+            )
+            .col_expr(Column::LeaseUntil, Expr::value(at + lease_delta(lease)))
+            .col_expr(
+                Column::ExecutionAttempts,
+                Expr::col(Column::ExecutionAttempts).add(1),
+            )
+            .col_expr(Column::UpdatedAt, Expr::value(at))
+            .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+            .filter(Column::Id.eq(request_id))
+            .filter(claimable)
+            .exec(&txn)
+            .await?;
+        let row = request(&txn, request_id).await?;
+        if updated.rows_affected == 0 {
+            return Ok(match parse_request_status(&row.status)? {
+                RequestStatus::Releasing => Begin::Busy,
+                RequestStatus::Released | RequestStatus::Failed | RequestStatus::Cancelled => {
+                    Begin::Finished
+                }
+                RequestStatus::Pending | RequestStatus::Approved => {
+                    return Err(StoreError::Corrupt(format!(
+                        "request {request_id} is not approved"
+                    )));
+                }
+            });
+        }
+        let note = format!("attempt {}", row.execution_attempts);
+        events::record(
+            &txn,
+            request_id,
+            "execution_started",
+            Actor::System,
+            Some(&note),
+            at,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(Begin::Execute(ReleaseWork {
+            request_id,
+            phone_number_id: row.phone_number_id,
+            phone_number: row.phone_number,
+            account_id: row.account_id,
+            carrier_done: row.carrier_released_at.is_some(),
+            attempt: row.execution_attempts,
+        }))
+    }
+
+    /// Records that the carrier confirmed the release (its own commit, before the
+    /// bookkeeping, so a re-run never calls the carrier twice).
+    pub async fn record_carrier_release(&self, request_id: Uuid) -> Result<(), StoreError> {
+        use release_request::Column;
+        release_request::Entity::update_many()
+            .col_expr(Column::CarrierReleasedAt, Expr::value(now()))
+            .filter(Column::Id.eq(request_id))
+            .filter(Column::CarrierReleasedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Finishes a release in one transaction. Safe to run twice: a request that is
+    /// no longer `releasing` is left alone.
+    pub async fn finish_release(&self, request_id: Uuid) -> Result<(), StoreError> {
+        use release_request::Column;
+        let txn = begin_write(&self.db).await?;
+        let at = now();
+        let updated = release_request::Entity::update_many()
+            .col_expr(
+                Column::Status,
+                Expr::value(RequestStatus::Released.as_str()),
+            )
+            .col_expr(Column::ReleasedAt, Expr::value(at))
+            .col_expr(
+                Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(Column::UpdatedAt, Expr::value(at))
+            .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+            .filter(Column::Id.eq(request_id))
+            .filter(Column::Status.eq(RequestStatus::Releasing.as_str()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(());
+        }
+        let row = request(&txn, request_id).await?;
+        let windows = self.policy().windows(at);
+        let number = phone_number::Column::Id.eq(row.phone_number_id);
+        phone_number::Entity::update_many()
+            .col_expr(
+                phone_number::Column::Status,
+                Expr::value(NumberStatus::Released.as_str()),
+            )
+            .col_expr(
+                phone_number::Column::AccountId,
+                Expr::value(Option::<Uuid>::None),
+            )
+            .col_expr(
+                phone_number::Column::ReleasedFromAccount,
+                Expr::value(row.account_id),
+            )
+            .col_expr(
+                phone_number::Column::FriendlyName,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                phone_number::Column::EmailToSms,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                phone_number::Column::SmsWebhookUrl,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                phone_number::Column::VoiceWebhookUrl,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                phone_number::Column::ReleasedAt,
+                Expr::value(windows.released_at),
+            )
+            .col_expr(
+                phone_number::Column::ReclaimableUntil,
+                Expr::value(windows.reclaimable_until),
+            )
+            .col_expr(
+                phone_number::Column::AvailableAfter,
+                Expr::value(windows.available_after),
+            )
+            .col_expr(phone_number::Column::UpdatedAt, Expr::value(at))
+            .filter(number.clone())
+            .exec(&txn)
+            .await?;
+        agent_number::Entity::delete_many()
+            .filter(agent_number::Column::PhoneNumberId.eq(row.phone_number_id))
+            .exec(&txn)
+            .await?;
+        sms_message::Entity::delete_many()
+            .filter(sms_message::Column::PhoneNumberId.eq(row.phone_number_id))
+            .exec(&txn)
+            .await?;
+        let event_id =
+            events::record(&txn, request_id, "released", Actor::System, None, at).await?;
+        let account = account::Entity::find_by_id(row.account_id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("request of a missing account".into()))?;
+        let payload = json!({
+            "request_id": row.id,
+            "phone_number": row.phone_number,
+            "phone_number_id": row.phone_number_id,
+            "account_name": account.name,
+            "released_at": windows.released_at,
+            "reclaimable_until": windows.reclaimable_until,
+            "available_after": windows.available_after,
+        });
+        let email = Email {
+            template: "request_released",
+            to: &account.email,
+            event_id,
+            payload,
+        };
+        outbox::queue_email(&txn, email, at).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The carrier refused for good: the request `failed`, the number back to
+    /// `active` in its account (nothing was released), staff emailed.
+    pub async fn fail_release(&self, request_id: Uuid, reason: &str) -> Result<(), StoreError> {
+        use release_request::Column;
+        let txn = begin_write(&self.db).await?;
+        let at = now();
+        let updated = release_request::Entity::update_many()
+            .col_expr(Column::Status, Expr::value(RequestStatus::Failed.as_str()))
+            .col_expr(Column::FailureReason, Expr::value(reason))
+            .col_expr(
+                Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(Column::UpdatedAt, Expr::value(at))
+            .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+            .filter(Column::Id.eq(request_id))
+            .filter(Column::Status.is_in([
+                RequestStatus::Approved.as_str(),
+                RequestStatus::Releasing.as_str(),
+            ]))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(());
+        }
+        let row = request(&txn, request_id).await?;
+        phone_number::Entity::update_many()
+            .col_expr(
+                phone_number::Column::Status,
+                Expr::value(NumberStatus::Active.as_str()),
+            )
+            .col_expr(phone_number::Column::UpdatedAt, Expr::value(at))
+            .filter(phone_number::Column::Id.eq(row.phone_number_id))
+            .filter(phone_number::Column::Status.eq(NumberStatus::Releasing.as_str()))
+            .exec(&txn)
+            .await?;
+        let event_id =
+            events::record(&txn, request_id, "failed", Actor::System, Some(reason), at).await?;
+        let account_name: Option<String> = account::Entity::find_by_id(row.account_id)
+            .select_only()
+            .column(account::Column::Name)
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        let payload = json!({
+            "request_id": row.id,
+            "phone_number": row.phone_number,
+            "account_name": account_name.unwrap_or_default(),
+            "failure_reason": reason,
+        });
+        let to = self.settings.staff_email.clone();
+        let email = Email {
+            template: "staff_release_failed",
+            to: &to,
+            event_id,
+            payload,
+        };
+        outbox::queue_email(&txn, email, at).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Requests that need a (new) execution: approved ones not touched for
+    /// `stale`, and releasing ones whose lease ran out (their worker died).
+    pub async fn stuck_releases(
+        &self,
+        stale: Duration,
+        limit: u64,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        use release_request::Column;
+        let at = now();
+        let approved_before = at - lease_delta(stale);
+        let ids = release_request::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(
+                Condition::any()
+                    .add(
+                        Condition::all()
+                            .add(Column::Status.eq(RequestStatus::Approved.as_str()))
+                            .add(Column::UpdatedAt.lt(approved_before)),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(Column::Status.eq(RequestStatus::Releasing.as_str()))
+                            .add(Column::LeaseUntil.lt(at)),
+                    ),
+            )
+            .order_by_asc(Column::UpdatedAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids)
+    }
+
+    /// Moves released numbers whose cooling-off ended back to the inventory; the
+    /// former owner no longer sees them. Returns how many moved.
+    pub async fn finalize_cooling_off(&self, limit: u64) -> Result<u64, StoreError> {
+        let at = now();
+        let due: Vec<Uuid> = phone_number::Entity::find()
+            .select_only()
+            .column(phone_number::Column::Id)
+            .filter(phone_number::Column::Status.eq(NumberStatus::Released.as_str()))
+            .filter(phone_number::Column::AvailableAfter.lte(at))
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut moved = 0;
+        for number_id in due {
+            let txn = begin_write(&self.db).await?;
+            let updated = phone_number::Entity::update_many()
+                .col_expr(
+                    phone_number::Column::Status,
+                    Expr::value(NumberStatus::Available.as_str()),
+                )
+                .col_expr(
+                    phone_number::Column::ReleasedFromAccount,
+                    Expr::value(Option::<Uuid>::None),
+                )
+                .col_expr(
+                    phone_number::Column::ReclaimableUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .col_expr(phone_number::Column::UpdatedAt, Expr::value(at))
+                .filter(phone_number::Column::Id.eq(number_id))
+                .filter(phone_number::Column::Status.eq(NumberStatus::Released.as_str()))
+                .exec(&txn)
+                .await?;
+            if updated.rows_affected == 1 {
+                if let Some(request_id) = last_released_request(&txn, number_id).await? {
+                    events::record(&txn, request_id, "available", Actor::System, None, at).await?;
+                }
+                moved += 1;
+            }
+            txn.commit().await?;
+        }
+        Ok(moved)
+    }
+
+    /// Takes a released number back into the account that released it, within
+    /// the reclaim window: `active` again with a new billing cycle; history and
+    /// configuration stay wiped. The carrier is told through the outbox.
+    pub async fn reclaim(
+        &self,
+        account_id: Uuid,
+        number_id: Uuid,
+    ) -> Result<NumberView, StoreError> {
+        let txn = begin_write(&self.db).await?;
+        let at = now();
+        let updated = phone_number::Entity::update_many()
+            .col_expr(
+                phone_number::Column::Status,
+                Expr::value(NumberStatus::Active.as_str()),
+            )
+            .col_expr(phone_number::Column::AccountId, Expr::value(account_id))
+            .col_expr(
+                phone_number::Column::ReleasedFromAccount,
+                Expr::value(Option::<Uuid>::None),
+            )
+            .col_expr(phone_number::Column::BillingCycleStartedAt, Expr::value(at))
+            .col_expr(
+                phone_number::Column::ReleasedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                phone_number::Column::ReclaimableUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                phone_number::Column::AvailableAfter,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(phone_number::Column::UpdatedAt, Expr::value(at))
+            .filter(phone_number::Column::Id.eq(number_id))
+            .filter(phone_number::Column::Status.eq(NumberStatus::Released.as_str()))
+            .filter(phone_number::Column::ReleasedFromAccount.eq(account_id))
+            .filter(phone_number::Column::ReclaimableUntil.gte(at))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            let number = phone_number::Entity::find_by_id(number_id)
+                .one(&txn)
+                .await?;
+            return Err(match number {
+                Some(n)
+                    if n.released_from_account == Some(account_id)
+                        && n.status == NumberStatus::Released.as_str() =>
+                {
+                    DomainError::ReclaimWindowExpired
+                }
+                Some(n) if n.account_id == Some(account_id) => DomainError::NumberNotReleased,
+                _ => DomainError::NotFound,
+            }
+            .into());
+        }
+        let number = phone_number::Entity::find_by_id(number_id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("reclaimed number vanished".into()))?;
+        if let Some(request_id) = last_released_request(&txn, number_id).await? {
+            let event_id = events::record(
+                &txn,
+                request_id,
+                "reclaimed",
+                Actor::Customer(account_id),
+                None,
+                at,
+            )
+            .await?;
+            let account = account::Entity::find_by_id(account_id)
+                .one(&txn)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("missing account".into()))?;
+            let payload = json!({
+                "phone_number": number.e164,
+                "phone_number_id": number_id,
+                "account_name": account.name,
+                "reclaimed_at": at,
+            });
+            let email = Email {
+                template: "request_reclaimed",
+                to: &account.email,
+                event_id,
+                payload,
+            };
+            outbox::queue_email(&txn, email, at).await?;
+            let job = json!({ "phone_number_id": number_id, "phone_number": number.e164, "account_id": account_id });
+            outbox::queue_job(&txn, "carrier_reclaim", event_id, job, at).await?;
+        }
+        let view = crate::numbers::view(&txn, number).await?;
+        txn.commit().await?;
+        Ok(view)
+    }
+}
+
+async fn last_released_request(
+    db: &impl ConnectionTrait,
+    number_id: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    use release_request::Column;
+    Ok(release_request::Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .filter(Column::PhoneNumberId.eq(number_id))
+        .filter(Column::Status.eq(RequestStatus::Released.as_str()))
+        .order_by_desc(Column::ReleasedAt)
+        .into_tuple()
+        .one(db)
+        .await?)
+}
+
+impl Store {
+    /// The carrier was unreachable: give the lease up until `delay` from now, so
+    /// the next attempt (a retry or the sweep) starts then and not before.
+    pub async fn postpone_release(
+        &self,
+        request_id: Uuid,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        use release_request::Column;
+        release_request::Entity::update_many()
+            .col_expr(Column::LeaseUntil, Expr::value(now() + lease_delta(delay)))
+            .filter(Column::Id.eq(request_id))
+            .filter(Column::Status.eq(RequestStatus::Releasing.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! Delivering rendered emails: SMTP, `.eml` files, or memory.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use lettre::{
+    Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart},
+};
+
+use super::{MailError, RenderedEmail};
+
+/// Where a [`Mailer`] puts what it sends.
+#[derive(Clone)]
+pub enum MailBackend {
+    /// Production: an SMTP server, with pooled connections.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Local runs: one `.eml` file per message in this directory.
+    Files(PathBuf),
+    /// Unit tests: kept in memory, read through [`MemoryOutbox`].
+    Memory(Arc<Mutex<Vec<SentEmail>>>),
+}
+
+// By hand: the SMTP transport holds the credentials of `SMTP_URL`.
+impl fmt::Debug for MailBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailBackend::Smtp(_) => f.write_str("Smtp(..)"),
+            MailBackend::Files(dir) => f.debug_tuple("Files").field(dir).finish(),
+            MailBackend::Memory(sent) => {
+                let count = sent.lock().unwrap_or_else(PoisonError::into_inner).len();
+                write!(f, "Memory({count} sent)")
+            }
+        }
+    }
+}
+
+/// An email as the memory backend recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentEmail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// The Message-ID header as sent: `<{message_id}@releasedesk>`.
+    pub message_id: String,
+}
+
+/// Read access to what a [`Mailer::memory`] sent.
+#[derive(Debug, Clone)]
+pub struct MemoryOutbox(Arc<Mutex<Vec<SentEmail>>>);
+
+impl MemoryOutbox {
+    /// Every email sent so far, oldest first.
+    pub fn sent(&self) -> Vec<SentEmail> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Sends rendered emails from one sender through one backend.
+#[derive(Clone)]
+pub struct Mailer {
+    from: Mailbox,
+    backend: MailBackend,
+}
+
+impl fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Mailer {
+    pub fn new(from: Mailbox, backend: MailBackend) -> Self {
+        Self { from, backend }
+    }
+
+    /// SMTP when `smtp_url` is set (`smtp://host:port` plain, `smtps://host`,
+    /// `smtp://host?tls=required`, optionally with `user:password@`), otherwise
+    /// `.eml` files in `outbox_dir`, which is created. SMTP needs a Tokio runtime.
+    pub fn from_settings(
+        smtp_url: Option<&str>,
+        outbox_dir: &Path,
+        from: &str,
+    ) -> Result<Mailer, MailError> {
+        let from: Mailbox = from
+            .parse()
+            .map_err(|e| MailError::Config(format!("mail.from is not a mailbox: {e}")))?;
+        let backend = match smtp_url.map(str::trim).filter(|url| !url.is_empty()) {
+            Some(url) => MailBackend::Smtp(smtp_transport(url)?),
+            None => {
+                std::fs::create_dir_all(outbox_dir).map_err(|e| {
+                    MailError::Config(format!(
+                        "cannot create the outbox directory {}: {e}",
+                        outbox_dir.display()
+                    ))
+                })?;
+                MailBackend::Files(outbox_dir.to_owned())
+            }
+        };
+        Ok(Mailer { from, backend })
+    }
+
+    /// A mailer that keeps what it sends, and the handle to read it.
+    pub fn memory() -> (Mailer, MemoryOutbox) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        // A fixed, valid address: nothing to check.
+        let from = Mailbox::new(
+            Some("ReleaseDesk".to_owned()),
+            Address::new_dangerous("no-reply", "localhost"),
+        );
+        let mailer = Mailer::new(from, MailBackend::Memory(Arc::clone(&sent)));
+        (mailer, MemoryOutbox(sent))
+    }
+
+    pub fn backend(&self) -> &MailBackend {
+        &self.backend
+    }
+
+    /// Sends `email` to `to` as text and HTML alternatives. The Message-ID is
+    /// `<{message_id}@releasedesk>` (characters other than ASCII letters, digits,
+    /// `.`, `-` and `_` become `_`), so a retried send is recognisably the same
+    /// message; the files backend names its file after it too, so a retry
+    /// replaces the file.
+    pub async fn send(
+        &self,
+        to: &str,
+        email: &RenderedEmail,
+        message_id: &str,
+    ) -> Result<(), MailError> {
+        let recipient: Mailbox = to
+            .parse()
+            .map_err(|e| MailError::Permanent(format!("invalid recipient address: {e}")))?;
+        let id = sanitize(message_id);
+        if id.is_empty() {
+            return Err(MailError::Permanent("empty message id".to_owned()));
+        }
+        let header_id = format!("<{id}@releasedesk>");
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(recipient)
+            .subject(email.subject.as_str())
+            .message_id(Some(header_id.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                email.text.clone(),
+                email.html.clone(),
+            ))
+            .map_err(|e| MailError::Permanent(format!("cannot build the message: {e}")))?;
+        match &self.backend {
+            MailBackend::Smtp(transport) => {
+                transport.send(message).await.map_err(classify)?;
+            }
+            MailBackend::Files(dir) => write_eml(dir, &id, message.formatted()).await?,
+            MailBackend::Memory(sent) => {
+                sent.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(SentEmail {
+                        to: to.to_owned(),
+                        subject: email.subject.clone(),
+                        text: email.text.clone(),
+                        html: email.html.clone(),
+                        message_id: header_id.clone(),
+                    })
+            }
+        }
+        tracing::debug!(email.message_id = %header_id, "email sent");
+        Ok(())
+    }
+}
+
+fn smtp_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+    // The pool spawns its upkeep task at once; without a runtime that would panic.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(MailError::Config(
+            "the SMTP mailer must be created inside a Tokio runtime".to_owned(),
+        ));
+    }
+    // lettre's message names the scheme or the parse failure, never the password.
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map_err(|e| MailError::Config(format!("SMTP_URL is not usable: {e}")))?;
+    Ok(builder.build())
+}
+
+/// 5xx replies are final; everything else (refused connections, timeouts, 4xx
+/// replies, TLS trouble) may pass, and the outbox retries it with backoff.
+fn classify(error: lettre::transport::smtp::Error) -> MailError {
+    if error.is_permanent() {
+        MailError::Permanent(error.to_string())
+    } else {
+        MailError::Transient(error.to_string())
+    }
+}
+
+fn sanitize(message_id: &str) -> String {
+    message_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes `{id}.eml` whole or not at all: a reader never sees half a message.
+async fn write_eml(dir: &Path, id: &str, raw: Vec<u8>) -> Result<(), MailError> {
+    let io = |e: std::io::Error| {
+        MailError::Transient(format!("cannot write to the outbox directory: {e}"))
+    };
+    let path = dir.join(format!("{id}.eml"));
+    let temporary = dir.join(format!(".{id}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    tokio::fs::write(&temporary, raw).await.map_err(io)?;
+    if let Err(e) = tokio::fs::rename(&temporary, &path).await {
+        let _ = tokio::fs::remove_file(&temporary).await;
+        return Err(io(e));
+    }
+    Ok(())
+}

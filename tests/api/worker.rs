@@ -1,0 +1,374 @@
+//! The worker: exactly-once releases against an HTTP stand-in carrier, email via
+//! the outbox, reclaim and cooling-off.
+
+use std::{sync::Arc, time::Duration};
+
+use releasedesk_tests::{TestApp, assert_error, backend_tests, carrier::StandInCarrier};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+backend_tests!(
+    an_approved_release_is_carried_out_once_with_history_and_config_wiped,
+    a_second_execution_finds_the_work_done,
+    a_crash_after_the_carrier_call_is_finished_without_a_second_call,
+    a_permanent_carrier_refusal_fails_the_request_and_tells_staff,
+    transient_carrier_failures_are_retried_until_the_release_succeeds,
+    reclaim_inside_the_window_restores_the_number_with_a_new_billing_cycle,
+    reclaim_after_the_window_is_409,
+    cooling_off_returns_the_number_to_inventory_and_hides_it,
+);
+
+const PAST: &str = "2000-01-01T00:00:00+00:00";
+
+async fn request_status(app: &TestApp, who: &releasedesk_tests::Customer, id: &str) -> String {
+    let (_, body) = app
+        .get(&format!("/api/v1/release-requests/{id}"), who)
+        .await;
+    body["data"]["status"].as_str().unwrap().to_owned()
+}
+
+async fn an_approved_release_is_carried_out_once_with_history_and_config_wiped(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let number = app.number(&acme).await;
+    app.store.add_sms(number, 5).await.unwrap();
+    let path = format!("/api/v1/phone-numbers/{number}");
+    app.patch(
+        &path,
+        &acme,
+        json!({"friendly_name": "Desk", "config": {"email_to_sms": "desk@acme.example"}}),
+    )
+    .await;
+    let retired = app.agent(&acme, "Retired bot", false, &[number]).await;
+    let request = app.file_request(&acme, number).await;
+    let id = request["id"].as_str().unwrap();
+    app.approve(&riley, id, None).await;
+    let carrier = StandInCarrier::start().await;
+    let (worker, mail) = app.worker(Arc::new(carrier.adapter()));
+
+    worker.drain().await;
+
+    assert_eq!(request_status(&app, &acme, id).await, "released");
+    let (status, body) = app.get(&path, &acme).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the former owner still sees it: {body}"
+    );
+    let n = &body["data"];
+    assert_eq!(n["status"], "released");
+    assert_eq!(n["sms_message_count"], 0);
+    assert_eq!(n["friendly_name"], json!(null));
+    assert_eq!(
+        n["config"],
+        json!({"email_to_sms": null, "sms_webhook_url": null, "voice_webhook_url": null})
+    );
+    assert_eq!(n["agent_ids"], json!([]));
+    let released: chrono::DateTime<chrono::Utc> =
+        n["released_at"].as_str().unwrap().parse().unwrap();
+    let reclaimable: chrono::DateTime<chrono::Utc> =
+        n["reclaimable_until"].as_str().unwrap().parse().unwrap();
+    let available: chrono::DateTime<chrono::Utc> =
+        n["available_after"].as_str().unwrap().parse().unwrap();
+    assert_eq!(reclaimable - released, chrono::TimeDelta::days(10));
+    assert_eq!(available - released, chrono::TimeDelta::days(30));
+    let (_, agent) = app.get(&format!("/api/v1/agents/{retired}"), &acme).await;
+    assert_eq!(agent["data"]["phone_number_ids"], json!([]));
+
+    let calls = carrier.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].kind, "releases");
+    assert_eq!(calls[0].idempotency_key, id);
+    assert!(calls[0].signature_valid);
+
+    let sent = mail.sent();
+    let e164 = request["phone_number"].as_str().unwrap();
+    for (to, subject_has) in [
+        (acme.email.as_str(), "received"),
+        ("support@localhost", "queue"),
+        (acme.email.as_str(), "approved"),
+        (acme.email.as_str(), "released"),
+    ] {
+        let matching = sent
+            .iter()
+            .filter(|m| m.to == to && m.subject.to_lowercase().contains(subject_has))
+            .count();
+        assert_eq!(
+            matching,
+            1,
+            "one {subject_has:?} email to {to}: {:?}",
+            sent.iter().map(|m| (&m.to, &m.subject)).collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        sent.iter().all(|m| m.subject.contains(e164)),
+        "every subject names the number"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE status <> 'sent'")
+            .await,
+        0
+    );
+    let events = app
+        .get(&format!("/api/v1/release-requests/{id}"), &acme)
+        .await
+        .1;
+    let kinds: Vec<&str> = events["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["requested", "approved", "execution_started", "released"]
+    );
+}
+
+async fn a_second_execution_finds_the_work_done(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (_, id) = app.approved_release(&acme, &riley).await;
+    let carrier = StandInCarrier::start().await;
+    let adapter = carrier.adapter();
+    let request_id = uuid::Uuid::parse_str(&id).unwrap();
+    let run = || {
+        releasedesk_worker::jobs::execute_release::execute_release(
+            &app.store,
+            &adapter,
+            request_id,
+            Duration::from_secs(30),
+            Duration::from_millis(10),
+        )
+    };
+
+    let first = run().await.unwrap();
+    let second = run().await.unwrap();
+
+    use releasedesk_worker::jobs::execute_release::Executed;
+    assert_eq!(
+        (first, second),
+        (Executed::Released, Executed::AlreadyFinished)
+    );
+    assert_eq!(carrier.calls_for("releases", &id), 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM release_events WHERE kind = 'released'")
+            .await,
+        1
+    );
+}
+
+async fn a_crash_after_the_carrier_call_is_finished_without_a_second_call(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (_, id) = app.approved_release(&acme, &riley).await;
+    let request_id = uuid::Uuid::parse_str(&id).unwrap();
+    let carrier = StandInCarrier::start().await;
+    // A worker takes a lease that runs out at once, calls the carrier, records it…
+    let begun = app
+        .store
+        .begin_release(request_id, Duration::ZERO)
+        .await
+        .unwrap();
+    let releasedesk_store::Begin::Execute(work) = begun else {
+        panic!("{begun:?}")
+    };
+    use releasedesk_worker::carrier::Carrier as _;
+    let release = releasedesk_worker::carrier::CarrierRelease {
+        request_id,
+        phone_number_id: work.phone_number_id,
+        phone_number: work.phone_number,
+    };
+    carrier.adapter().release(&release).await.unwrap();
+    app.store.record_carrier_release(request_id).await.unwrap();
+    // …and dies before the final commit.
+    assert_eq!(request_status(&app, &acme, &id).await, "releasing");
+
+    let (worker, _) = app.worker(Arc::new(carrier.adapter()));
+    worker.drain().await;
+
+    assert_eq!(request_status(&app, &acme, &id).await, "released");
+    assert_eq!(
+        carrier.calls_for("releases", &id),
+        1,
+        "the re-run skipped the carrier"
+    );
+}
+
+async fn a_permanent_carrier_refusal_fails_the_request_and_tells_staff(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (number, id) = app.approved_release(&acme, &riley).await;
+    let carrier = StandInCarrier::start().await;
+    carrier.script(&[StatusCode::UNPROCESSABLE_ENTITY]);
+    let (worker, mail) = app.worker(Arc::new(carrier.adapter()));
+
+    worker.drain().await;
+
+    let (_, request) = app
+        .get(&format!("/api/v1/release-requests/{id}"), &acme)
+        .await;
+    assert_eq!(request["data"]["status"], "failed");
+    assert!(
+        request["data"]["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("422")
+    );
+    let (_, number_now) = app
+        .get(&format!("/api/v1/phone-numbers/{number}"), &acme)
+        .await;
+    assert_eq!(
+        number_now["data"]["status"], "active",
+        "nothing was released"
+    );
+    let to_staff = mail
+        .sent()
+        .into_iter()
+        .filter(|m| m.to == "support@localhost" && m.subject.to_lowercase().contains("fail"))
+        .count();
+    assert_eq!(to_staff, 1);
+    app.file_request(&acme, number).await;
+}
+
+async fn transient_carrier_failures_are_retried_until_the_release_succeeds(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (_, id) = app.approved_release(&acme, &riley).await;
+    let carrier = StandInCarrier::start().await;
+    carrier.script(&[StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY]);
+    let (worker, _) = app.worker(Arc::new(carrier.adapter()));
+
+    for _ in 0..100 {
+        worker.drain().await;
+        if request_status(&app, &acme, &id).await == "released" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(request_status(&app, &acme, &id).await, "released");
+    assert_eq!(
+        carrier.calls_for("releases", &id),
+        3,
+        "two failures, one success"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM release_events WHERE kind = 'released'")
+            .await,
+        1
+    );
+}
+
+async fn reclaim_inside_the_window_restores_the_number_with_a_new_billing_cycle(app: TestApp) {
+    let acme = app.customer().await;
+    let globex = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (number, id) = app.approved_release(&acme, &riley).await;
+    let before = app
+        .get(&format!("/api/v1/phone-numbers/{number}"), &acme)
+        .await
+        .1;
+    let carrier = StandInCarrier::start().await;
+    let (worker, mail) = app.worker(Arc::new(carrier.adapter()));
+    worker.drain().await;
+    let path = format!("/api/v1/phone-numbers/{number}/reclaim");
+
+    let (status, body) = app
+        .call(Method::POST, &path, Some(&globex.token), None)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (status, body) = app.post_empty(&path, &acme).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let n = &body["data"];
+    assert_eq!(n["status"], "active");
+    assert_eq!(n["sms_message_count"], 0, "history stays wiped");
+    assert!(
+        n["billing_cycle_started_at"].as_str().unwrap()
+            > before["data"]["billing_cycle_started_at"].as_str().unwrap()
+    );
+    assert_eq!(n["reclaimable_until"], json!(null));
+    worker.drain().await;
+    assert_eq!(
+        carrier
+            .calls()
+            .iter()
+            .filter(|c| c.kind == "reclaims")
+            .count(),
+        1
+    );
+    assert!(
+        mail.sent()
+            .iter()
+            .any(|m| m.to == acme.email && m.subject.contains("is back on your account"))
+    );
+    let (_, request) = app
+        .get(&format!("/api/v1/release-requests/{id}"), &acme)
+        .await;
+    assert!(
+        request["data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "reclaimed")
+    );
+
+    let (status, body) = app.post_empty(&path, &acme).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "NUMBER_NOT_RELEASED");
+}
+
+async fn reclaim_after_the_window_is_409(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (number, _) = app.approved_release(&acme, &riley).await;
+    let carrier = StandInCarrier::start().await;
+    let (worker, _) = app.worker(Arc::new(carrier.adapter()));
+    worker.drain().await;
+    app.execute(&format!(
+        "UPDATE phone_numbers SET reclaimable_until = '{PAST}' WHERE status = 'released'"
+    ))
+    .await;
+
+    let (status, body) = app
+        .post_empty(&format!("/api/v1/phone-numbers/{number}/reclaim"), &acme)
+        .await;
+
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "RECLAIM_WINDOW_EXPIRED",
+    );
+}
+
+async fn cooling_off_returns_the_number_to_inventory_and_hides_it(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (number, id) = app.approved_release(&acme, &riley).await;
+    let carrier = StandInCarrier::start().await;
+    let (worker, _) = app.worker(Arc::new(carrier.adapter()));
+    worker.drain().await;
+    app.execute(&format!(
+        "UPDATE phone_numbers SET available_after = '{PAST}' WHERE status = 'released'"
+    ))
+    .await;
+
+    worker.sweep().await;
+
+    let (status, body) = app
+        .get(&format!("/api/v1/phone-numbers/{number}"), &acme)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_eq!(app.count("SELECT COUNT(*) FROM phone_numbers WHERE status = 'available' AND account_id IS NULL AND released_from_account IS NULL").await, 1);
+    let (_, request) = app
+        .get(&format!("/api/v1/release-requests/{id}"), &acme)
+        .await;
+    assert!(
+        request["data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "available")
+    );
+}

@@ -1,0 +1,219 @@
+//! A real SMTP server for tests: Python's `aiosmtpd` on an ephemeral port, saving
+//! every message it accepts as a file (`pip install aiosmtpd`).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use crate::postgres_required;
+
+/// Binds port 0, prints the port, and serves until its stdin closes, so it also
+/// ends when the test process dies. A message's `.eml` appears, whole, before the
+/// client gets its 250 reply.
+const SERVER: &str = r#"
+import asyncio
+import os
+import sys
+
+from aiosmtpd.smtp import SMTP
+
+
+class SaveToDirectory:
+    def __init__(self, directory):
+        self.directory = directory
+        self.count = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        base = os.path.join(self.directory, "%06d" % self.count)
+        with open(base + ".rcpt", "w") as f:
+            f.write("\n".join(envelope.rcpt_tos))
+        with open(base + ".tmp", "wb") as f:
+            f.write(envelope.original_content)
+        os.rename(base + ".tmp", base + ".eml")
+        return "250 Message accepted for delivery"
+
+
+async def main():
+    handler = SaveToDirectory(sys.argv[1])
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="localhost"), "127.0.0.1", 0
+    )
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.close()
+
+
+asyncio.run(main())
+"#;
+
+/// One message as the server accepted it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The envelope recipients (`RCPT TO`).
+    pub rcpt_to: Vec<String>,
+    /// The message as received (RFC 5322, CRLF line ends).
+    pub raw: String,
+}
+
+/// An SMTP server that keeps what it receives; stopped when dropped.
+pub struct SmtpServer {
+    child: Child,
+    // Held open: the server exits when it closes.
+    _stdin: ChildStdin,
+    port: u16,
+    messages: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    /// `None` (the test is skipped, loudly) only when `python3` or `aiosmtpd` is
+    /// missing and `CI` is not set; under `CI=true` that fails the test.
+    pub fn start() -> Option<SmtpServer> {
+        if let Err(why) = aiosmtpd_available() {
+            assert!(
+                !postgres_required(),
+                "the SMTP test server cannot run ({why}); with CI set it must: pip install aiosmtpd"
+            );
+            eprintln!(
+                "SKIPPED: SMTP test server unavailable ({why}); pip install aiosmtpd, or set CI=true to make this fail"
+            );
+            return None;
+        }
+        Some(Self::launch())
+    }
+
+    fn launch() -> SmtpServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let script = dir.path().join("smtp_server.py");
+        std::fs::write(&script, SERVER).expect("write the SMTP server script");
+        let messages = dir.path().join("messages");
+        std::fs::create_dir(&messages).expect("messages directory");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(&messages)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .ok()
+            .and_then(|line| line.trim().parse::<u16>().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the SMTP test server did not report its port (see its stderr above)");
+        };
+        SmtpServer {
+            child,
+            _stdin: stdin,
+            port,
+            messages,
+            _dir: dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `smtp://127.0.0.1:PORT`: plain SMTP, no TLS, no authentication.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far, oldest first, as raw RFC 5322 text.
+    pub fn messages(&self) -> Vec<String> {
+        self.deliveries().into_iter().map(|d| d.raw).collect()
+    }
+
+    /// Every message received so far with its envelope recipients, oldest first.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.messages)
+            .expect("read the messages directory")
+            .map(|entry| entry.expect("directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+            .collect();
+        names.sort();
+        names.iter().map(|path| read_delivery(path)).collect()
+    }
+
+    /// Stops the server now; its port refuses connections afterwards.
+    pub fn stop(self) {}
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_delivery(eml: &Path) -> Delivery {
+    let raw = std::fs::read_to_string(eml).expect("read a received message");
+    let rcpt_to = std::fs::read_to_string(eml.with_extension("rcpt"))
+        .expect("read a message's recipients")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    Delivery { rcpt_to, raw }
+}
+
+fn aiosmtpd_available() -> Result<(), String> {
+    let output = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .last()
+            .unwrap_or("python3 -c 'import aiosmtpd' failed")
+            .to_owned())
+    }
+}
+
+/// The value of header `name` (case-insensitive) in a raw message, unfolded.
+pub fn header(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split("\r\n\r\n").next()?;
+    let mut found: Option<String> = None;
+    let mut in_match = false;
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if in_match && let Some(value) = found.as_mut() {
+                value.push_str(line);
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        in_match = line
+            .split_once(':')
+            .is_some_and(|(field, _)| field.eq_ignore_ascii_case(name));
+        if in_match {
+            found = line
+                .split_once(':')
+                .map(|(_, value)| value.trim().to_owned());
+        }
+    }
+    found
+}
