@@ -254,6 +254,7 @@ impl Store {
         };
         outbox::queue_email(&txn, email, at).await?;
         txn.commit().await?;
+        self.wake_workers();
         Ok(())
     }
 
@@ -316,6 +317,7 @@ impl Store {
         };
         outbox::queue_email(&txn, email, at).await?;
         txn.commit().await?;
+        self.wake_workers();
         Ok(())
     }
 
@@ -490,6 +492,7 @@ impl Store {
         }
         let view = crate::numbers::view(&txn, number).await?;
         txn.commit().await?;
+        self.wake_workers();
         Ok(view)
     }
 }

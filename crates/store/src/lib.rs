@@ -58,6 +58,9 @@ pub struct Store {
     db: DatabaseConnection,
     pool: Pool,
     settings: Arc<StoreSettings>,
+    /// Signalled after a commit that wrote outbox rows, so a worker in the same
+    /// process starts at once instead of at its next poll.
+    outbox_written: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -74,7 +77,18 @@ impl Store {
             db: pool.sea_orm(),
             pool,
             settings: Arc::new(settings),
+            outbox_written: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Resolves when this process commits new outbox rows (a permit is kept if
+    /// nobody is waiting, so a signal between two waits is not lost).
+    pub async fn outbox_written(&self) {
+        self.outbox_written.notified().await;
+    }
+
+    pub(crate) fn wake_workers(&self) {
+        self.outbox_written.notify_one();
     }
 
     pub fn backend(&self) -> Backend {

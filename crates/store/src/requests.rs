@@ -188,6 +188,7 @@ impl Store {
             outbox::queue_email(&txn, email, at).await?;
         }
         txn.commit().await?;
+        self.wake_workers();
         Ok(FiledRequest {
             id: row.id,
             phone_number_id: row.phone_number_id,

@@ -542,6 +542,7 @@ impl Store {
         )
         .await?;
         txn.commit().await?;
+        self.wake_workers();
         self.review_detail(request_id).await
     }
 
@@ -590,6 +591,7 @@ impl Store {
         self.email_customer(&txn, &row, "request_cancelled", event_id, Some(&note), at)
             .await?;
         txn.commit().await?;
+        self.wake_workers();
         self.review_detail(request_id).await
     }
 

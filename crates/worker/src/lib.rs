@@ -102,6 +102,7 @@ impl Worker {
             if round.is_idle() {
                 tokio::select! {
                     () = tokio::time::sleep(self.config.poll_interval) => {}
+                    () = self.store.outbox_written() => {}
                     _ = shutdown.changed() => {}
                 }
             }
