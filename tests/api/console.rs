@@ -18,6 +18,36 @@ async fn text(browser: &Browser, css: &str) -> String {
     find(browser, css).await.text().await.unwrap()
 }
 
+/// Follows the queue's link to a request and waits for its page.
+async fn open_request(browser: &Browser, number: &str) {
+    let link = browser
+        .client
+        .find(Locator::LinkText(number))
+        .await
+        .unwrap();
+    link.click().await.unwrap();
+    browser
+        .client
+        .wait()
+        .at_most(std::time::Duration::from_secs(15))
+        .for_element(Locator::Css("#status"))
+        .await
+        .unwrap();
+}
+
+/// Clicks `button` and waits for `marker`, an element only the next page has (a
+/// form post navigates; reading the old page would race it).
+async fn submit(browser: &Browser, button: &str, marker: &str) {
+    find(browser, button).await.click().await.unwrap();
+    browser
+        .client
+        .wait()
+        .at_most(std::time::Duration::from_secs(15))
+        .for_element(Locator::Css(marker))
+        .await
+        .unwrap_or_else(|e| panic!("after clicking {button}, {marker} did not appear: {e}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviewer_signs_in_approves_one_request_and_cancels_another() {
     let app = TestApp::sqlite().await;
@@ -84,19 +114,14 @@ async fn reviewer_signs_in_approves_one_request_and_cancels_another() {
 
     // Approve the first.
     let number = to_approve["phone_number"].as_str().unwrap();
-    c.find(Locator::LinkText(number))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    open_request(&browser, number).await;
     assert_eq!(text(&browser, "#status").await, "pending");
     find(&browser, "#approve-note")
         .await
         .send_keys("Checked with the account owner.")
         .await
         .unwrap();
-    find(&browser, "#approve").await.click().await.unwrap();
+    submit(&browser, "#approve", ".flash.ok").await;
     assert_eq!(text(&browser, "#status").await, "approved");
     assert!(text(&browser, ".flash.ok").await.contains("Approved"));
     assert!(
@@ -120,21 +145,14 @@ async fn reviewer_signs_in_approves_one_request_and_cancels_another() {
         !queue.contains(number),
         "approved requests leave the pending queue"
     );
-    c.find(Locator::LinkText(
-        to_cancel["phone_number"].as_str().unwrap(),
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    open_request(&browser, to_cancel["phone_number"].as_str().unwrap()).await;
     let note = "The number has an open porting order; contact support first.";
     find(&browser, "#cancel-note")
         .await
         .send_keys(note)
         .await
         .unwrap();
-    find(&browser, "#cancel").await.click().await.unwrap();
+    submit(&browser, "#cancel", ".flash.ok").await;
     assert_eq!(text(&browser, "#status").await, "cancelled");
     let emailed = "SELECT COUNT(*) FROM outbox WHERE topic = 'request_cancelled' AND payload LIKE '%open porting order%'";
     assert_eq!(

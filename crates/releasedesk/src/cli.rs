@@ -8,7 +8,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use tokio::sync::watch;
 
-use crate::{StartupError, admin, app, build_worker, config::Settings, demo, open_store};
+use crate::{StartupError, admin, app, build_worker, config::Settings, demo, migrate, open_store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,7 +81,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
         }
         Command::Worker => {
             let store = open_store(&settings).await?;
-            store.migrate().await?;
+            migrate(&store, &settings).await?;
             let worker = build_worker(&settings, store.clone())?;
             let (stop, stopped) = watch::channel(false);
             let running = tokio::spawn(worker.run(stopped));
@@ -98,12 +98,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
         }
         Command::Migrate => {
             let store = open_store(&settings).await?;
-            store.migrate().await?;
+            migrate(&store, &settings).await?;
             println!("{}", serde_json::json!({"migrated": true}));
         }
         Command::Demo => {
             let store = open_store(&settings).await?;
-            store.migrate().await?;
+            migrate(&store, &settings).await?;
             let seeded = demo::seed(&store).await?;
             print!("{}", seeded.render(&settings.server.public_url));
         }
@@ -120,7 +120,7 @@ async fn serve(
 ) -> Result<(), StartupError> {
     let console = settings.console_settings()?;
     let store = open_store(settings).await?;
-    store.migrate().await?;
+    migrate(&store, settings).await?;
     let addr = addr.unwrap_or(settings.server.addr);
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;

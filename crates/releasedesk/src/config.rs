@@ -110,6 +110,9 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     pub batch_size: u64,
     #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    pub missed_heartbeats: usize,
+    #[serde(with = "humantime_serde")]
     pub lease: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_base: Duration,

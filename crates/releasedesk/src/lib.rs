@@ -14,6 +14,7 @@ use releasedesk_worker::{
     Worker, WorkerConfig,
     carrier::{Carrier, HttpCarrier, LocalCarrier},
     mail::{MailContext, Mailer},
+    queue::QueueConfig,
 };
 
 use crate::config::{CarrierKind, ConfigError, Settings};
@@ -27,6 +28,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Queue(String),
 }
 
 /// The worker as configured: mailer (SMTP with `SMTP_URL`, else `.eml` files),
@@ -75,7 +78,22 @@ pub fn build_worker(settings: &Settings, store: Store) -> Result<Worker, Startup
             public_url: settings.server.public_url.clone(),
         },
     };
-    Ok(Worker::new(store, mailer, carrier, config))
+    let queue = QueueConfig {
+        batch_size: usize::try_from(w.batch_size).unwrap_or(100),
+        poll_interval: w.poll_interval,
+        heartbeat_interval: w.heartbeat_interval,
+        missed_heartbeats: w.missed_heartbeats,
+    };
+    Ok(Worker::new(store, mailer, carrier, config).with_queue(queue))
+}
+
+/// Applies every migration: the application's schema, then the job queue's tables.
+pub async fn migrate(store: &Store, settings: &Settings) -> Result<(), StartupError> {
+    store.migrate().await?;
+    releasedesk_worker::queue::setup(store.pool(), settings.database.url.expose())
+        .await
+        .map_err(|e| StartupError::Queue(e.to_string()))?;
+    Ok(())
 }
 
 /// Connects to the configured database and builds the operation layer.

@@ -11,6 +11,7 @@
 pub mod carrier;
 pub mod jobs;
 pub mod mail;
+pub mod queue;
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,6 +26,7 @@ use crate::{
         send_email::send_email, sweep::sweep,
     },
     mail::{MailContext, Mailer},
+    queue::{ExecuteRelease, JobContext, QueueConfig, ReleaseQueue},
 };
 
 /// How a worker paces itself.
@@ -51,6 +53,9 @@ pub struct Worker {
     mailer: Arc<Mailer>,
     carrier: Arc<dyn Carrier>,
     config: Arc<WorkerConfig>,
+    /// With a queue, `execute_release` jobs go through apalis; without one (unit
+    /// tests, one-shot drains) they run inline.
+    queue: Option<(ReleaseQueue, QueueConfig)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -86,11 +91,50 @@ impl Worker {
             mailer: Arc::new(mailer),
             carrier,
             config: Arc::new(config),
+            queue: None,
         }
     }
 
-    /// Runs until `shutdown` turns true; the round in flight finishes first.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs `execute_release` jobs through apalis on the application's database.
+    pub fn with_queue(mut self, config: QueueConfig) -> Self {
+        let queue = ReleaseQueue::new(self.store.pool(), &config);
+        self.queue = Some((queue, config));
+        self
+    }
+
+    /// Runs until `shutdown` turns true; the round in flight and the jobs apalis
+    /// is running finish first.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let apalis = self.queue.clone().map(|(queue, config)| {
+            let context = JobContext {
+                store: self.store.clone(),
+                carrier: self.carrier.clone(),
+                lease: self.config.lease,
+                retry_after: self.config.retry.base_delay,
+            };
+            let mut stop = shutdown.clone();
+            let name = format!(
+                "{}-{}-execute-release",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "releasedesk".into()),
+                std::process::id()
+            );
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                if let Err(error) = queue::run_worker(name, queue, &config, context, stopped).await
+                {
+                    tracing::error!(%error, "job queue worker stopped");
+                }
+            })
+        });
+        self.dispatch_loop(shutdown).await;
+        if let Some(apalis) = apalis {
+            let _ = apalis.await;
+        }
+    }
+
+    async fn dispatch_loop(&self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!("worker started");
         let mut next_sweep = Instant::now();
         while !*shutdown.borrow() {
@@ -182,6 +226,13 @@ impl Worker {
                     .and_then(|v| v.as_str())
                     .and_then(|v| Uuid::parse_str(v).ok())
                     .ok_or_else(|| JobError::Payload("execute_release needs request_id".into()))?;
+                if let Some((queue, _)) = &self.queue {
+                    let mut queue = queue.clone();
+                    return queue
+                        .push(ExecuteRelease { request_id })
+                        .await
+                        .map_err(|e| JobError::Queue(e.to_string()));
+                }
                 let retry_after = self.config.retry.delay(item.attempts);
                 execute_release(
                     &self.store,

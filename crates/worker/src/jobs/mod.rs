@@ -21,6 +21,8 @@ pub enum JobError {
     Mail(#[from] MailError),
     #[error("malformed job payload: {0}")]
     Payload(String),
+    #[error("job queue: {0}")]
+    Queue(String),
 }
 
 impl JobError {
@@ -31,6 +33,7 @@ impl JobError {
             JobError::Carrier(e) => matches!(e, CarrierError::Transient(_)),
             JobError::Mail(e) => e.is_transient(),
             JobError::Payload(_) => false,
+            JobError::Queue(_) => true,
         }
     }
 }

@@ -1,0 +1,226 @@
+//! The apalis job queue that carries `execute_release` jobs, on the application's
+//! own database (SQLite or PostgreSQL) and connection pool.
+//!
+//! Approval writes an outbox row in its transaction; the dispatcher pushes it here
+//! and marks it sent. A crash between the two pushes the job twice, which is
+//! harmless: exactly-once rests on the store's lease and guarded SQL, never on the
+//! queue (apalis has had duplicate-execution bugs after restarts).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use apalis::prelude::{
+    BackendExt, BoxDynError, Data, PollSnapshot, PollStrategy, TaskSink, WorkerBuilder,
+};
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use releasedesk_store::{Pool, Store};
+use serde::{Deserialize, Serialize};
+use tokio::time::{Instant, Sleep};
+use uuid::Uuid;
+
+use crate::{carrier::Carrier, jobs::execute_release::execute_release};
+
+/// The queue (and apalis "job type") of release executions.
+pub const EXECUTE_RELEASE_QUEUE: &str = "releasedesk.execute_release";
+
+/// An `execute_release` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecuteRelease {
+    pub request_id: Uuid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("job queue (SQLite): {0}")]
+    Sqlite(#[from] apalis_sqlite::Error),
+    #[error("job queue (PostgreSQL): {0}")]
+    Postgres(#[from] apalis_postgres::Error),
+    #[error("job queue: {0}")]
+    Push(String),
+    #[error("job queue worker: {0}")]
+    Worker(String),
+}
+
+/// How the apalis worker fetches.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Jobs fetched per round trip (the default of 10 caps a worker below 1k/s).
+    pub batch_size: usize,
+    /// How often an idle worker looks for jobs pushed by other processes.
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats after which another worker takes a job over.
+    pub missed_heartbeats: usize,
+}
+
+/// Creates apalis's tables. On SQLite this runs on a connection of its own:
+/// apalis's setup switches its connection to `synchronous = OFF`, which must not
+/// leak into the application's pool. It also drops apalis's `LIdx` index, which
+/// makes acks slow down as finished jobs pile up (the planner scans it with a JSON
+/// filter per row).
+pub async fn setup(pool: &Pool, database_url: &str) -> Result<(), QueueError> {
+    match pool {
+        Pool::Sqlite(_) => {
+            let own = apalis_sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect(database_url)
+                .await
+                .map_err(apalis_sqlite::Error::from)?;
+            SqliteStorage::setup(&own).await?;
+            sqlx::query("DROP INDEX IF EXISTS LIdx")
+                .execute(&own)
+                .await
+                .map_err(apalis_sqlite::Error::from)?;
+            own.close().await;
+        }
+        Pool::Postgres(pool) => PostgresStorage::<()>::setup(pool).await?,
+    }
+    Ok(())
+}
+
+/// The queue on the application's pool.
+#[derive(Clone)]
+pub enum ReleaseQueue {
+    Sqlite(SqliteStorage<ExecuteRelease>),
+    Postgres(PostgresStorage<ExecuteRelease>),
+}
+
+impl std::fmt::Debug for ReleaseQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite(_) => "ReleaseQueue::Sqlite",
+            Self::Postgres(_) => "ReleaseQueue::Postgres",
+        })
+    }
+}
+
+impl ReleaseQueue {
+    pub fn new(pool: &Pool, config: &QueueConfig) -> Self {
+        match pool {
+            Pool::Sqlite(pool) => {
+                let c = apalis_sqlite::Config::default()
+                    .queue(EXECUTE_RELEASE_QUEUE)
+                    .batch_size(config.batch_size)
+                    .heartbeat_interval(config.heartbeat_interval)
+                    .missed_heartbeats(config.missed_heartbeats);
+                Self::Sqlite(SqliteStorage::new(pool).with_config(c))
+            }
+            Pool::Postgres(pool) => {
+                let c = apalis_postgres::Config::default()
+                    .queue(EXECUTE_RELEASE_QUEUE)
+                    .batch_size(config.batch_size)
+                    .heartbeat_interval(config.heartbeat_interval)
+                    .missed_heartbeats(config.missed_heartbeats);
+                Self::Postgres(PostgresStorage::new(pool).with_config(c))
+            }
+        }
+    }
+
+    pub async fn push(&mut self, job: ExecuteRelease) -> Result<(), QueueError> {
+        match self {
+            Self::Sqlite(storage) => storage
+                .push(job)
+                .await
+                .map_err(|e| QueueError::Push(e.to_string())),
+            Self::Postgres(storage) => storage
+                .push(job)
+                .await
+                .map_err(|e| QueueError::Push(e.to_string())),
+        }
+    }
+}
+
+/// A poll timer that re-arms itself on every tick. apalis-core 1.0's own
+/// interval strategies can report ready without re-arming, after which nothing
+/// wakes an idle worker until its next heartbeat.
+pub struct Ticker {
+    every: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Ticker {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            sleep: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+}
+
+impl PollStrategy for Ticker {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let next = Instant::now() + self.every;
+                self.sleep.as_mut().reset(next);
+                // Register the waker on the new deadline before reporting ready.
+                let _ = self.sleep.as_mut().poll(cx);
+                Poll::Ready(Some(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What the job handler needs.
+#[derive(Clone)]
+pub struct JobContext {
+    pub store: Store,
+    pub carrier: std::sync::Arc<dyn Carrier>,
+    pub lease: Duration,
+    pub retry_after: Duration,
+}
+
+async fn handle(job: ExecuteRelease, context: Data<JobContext>) -> Result<(), BoxDynError> {
+    let ctx: &JobContext = &context;
+    execute_release(
+        &ctx.store,
+        ctx.carrier.as_ref(),
+        job.request_id,
+        ctx.lease,
+        ctx.retry_after,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs one apalis worker named `name` on `queue` until `shutdown` resolves;
+/// jobs in flight finish first.
+pub async fn run_worker(
+    name: String,
+    queue: ReleaseQueue,
+    config: &QueueConfig,
+    context: JobContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), QueueError> {
+    let shutdown = async move {
+        shutdown.await;
+        Ok::<(), std::io::Error>(())
+    };
+    let result = match queue {
+        ReleaseQueue::Sqlite(storage) => {
+            let backend = storage.poll_with_strategy(Ticker::new(config.poll_interval));
+            WorkerBuilder::new(name)
+                .backend(backend)
+                .data(context)
+                .build(handle)
+                .run_until(shutdown)
+                .await
+        }
+        ReleaseQueue::Postgres(storage) => {
+            let backend = storage.poll_with_strategy(Ticker::new(config.poll_interval));
+            WorkerBuilder::new(name)
+                .backend(backend)
+                .data(context)
+                .build(handle)
+                .run_until(shutdown)
+                .await
+        }
+    };
+    result.map_err(|e| QueueError::Worker(e.to_string()))
+}
