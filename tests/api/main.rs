@@ -8,6 +8,7 @@ mod agents;
 mod cli;
 mod concurrency;
 mod console;
+mod e2e;
 mod envelope;
 mod mail;
 mod numbers;

@@ -7,6 +7,7 @@ pub mod binary;
 pub mod browser;
 pub mod carrier;
 mod database;
+pub mod process;
 pub mod smtp;
 
 use std::sync::atomic::{AtomicU64, Ordering};

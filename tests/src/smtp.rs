@@ -11,9 +11,9 @@ use std::{
 
 use crate::postgres_required;
 
-/// Binds port 0, prints the port, and serves until its stdin closes, so it also
-/// ends when the test process dies. A message's `.eml` appears, whole, before the
-/// client gets its 250 reply.
+/// Binds the port named by its second argument (0: an ephemeral one), prints the
+/// port, and serves until its stdin closes, so it also ends when the test process
+/// dies. A message's `.eml` appears, whole, before the client gets its 250 reply.
 const SERVER: &str = r#"
 import asyncio
 import os
@@ -42,7 +42,9 @@ async def main():
     handler = SaveToDirectory(sys.argv[1])
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="localhost"), "127.0.0.1", 0
+        lambda: SMTP(handler, hostname="localhost"),
+        "127.0.0.1",
+        int(sys.argv[2]),
     )
     print(server.sockets[0].getsockname()[1], flush=True)
     await loop.run_in_executor(None, sys.stdin.read)
@@ -75,6 +77,12 @@ impl SmtpServer {
     /// `None` (the test is skipped, loudly) only when `python3` or `aiosmtpd` is
     /// missing and `CI` is not set; under `CI=true` that fails the test.
     pub fn start() -> Option<SmtpServer> {
+        Self::start_on(0)
+    }
+
+    /// Like [`SmtpServer::start`], on `port` (0: an ephemeral one), so a test can
+    /// bring a server back where a stopped one listened.
+    pub fn start_on(port: u16) -> Option<SmtpServer> {
         if let Err(why) = aiosmtpd_available() {
             assert!(
                 !postgres_required(),
@@ -85,10 +93,10 @@ impl SmtpServer {
             );
             return None;
         }
-        Some(Self::launch())
+        Some(Self::launch(port))
     }
 
-    fn launch() -> SmtpServer {
+    fn launch(port: u16) -> SmtpServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let script = dir.path().join("smtp_server.py");
         std::fs::write(&script, SERVER).expect("write the SMTP server script");
@@ -97,6 +105,7 @@ impl SmtpServer {
         let mut child = Command::new("python3")
             .arg(&script)
             .arg(&messages)
+            .arg(port.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

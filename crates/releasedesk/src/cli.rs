@@ -85,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
             let worker = build_worker(&settings, store.clone())?;
             let (stop, stopped) = watch::channel(false);
             let running = tokio::spawn(worker.run(stopped));
+            println!("ReleaseDesk worker running");
             app::shutdown_signal().await;
             let _ = stop.send(true);
             let _ = running.await;

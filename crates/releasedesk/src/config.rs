@@ -181,6 +181,7 @@ impl Settings {
             .extract()
             .map_err(Box::new)?;
         settings.store_settings()?;
+        settings.validate()?;
         Ok(settings)
     }
 
@@ -208,6 +209,28 @@ impl Settings {
             secure_cookies: self.server.public_url.starts_with("https://"),
             session_ttl: self.reviewer.session_ttl,
         })
+    }
+
+    /// Relations between keys that each look fine alone.
+    fn validate(&self) -> Result<(), ConfigError> {
+        // A worker's lease must outlast a carrier call, or a slow call lets another
+        // worker take the release over and call the carrier a second time.
+        if self.worker.lease <= self.carrier.timeout {
+            return Err(ConfigError::Value {
+                key: "worker.lease",
+                message: format!(
+                    "must be longer than carrier.timeout ({})",
+                    humantime::format_duration(self.carrier.timeout)
+                ),
+            });
+        }
+        if self.carrier.kind == CarrierKind::Http && self.carrier.url.trim().is_empty() {
+            return Err(ConfigError::Value {
+                key: "carrier.url",
+                message: "is required when carrier.kind = \"http\"".into(),
+            });
+        }
+        Ok(())
     }
 
     pub fn db_options(&self) -> DbOptions {
@@ -297,6 +320,26 @@ mod tests {
                 !format!("{settings:?}").contains("postgres://"),
                 "URLs are redacted"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure returns figment::Error"
+    )]
+    fn a_lease_shorter_than_a_carrier_call_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RELEASEDESK__WORKER__LEASE", "5s");
+            jail.set_env("RELEASEDESK__CARRIER__TIMEOUT", "10s");
+            assert!(matches!(
+                Settings::load(None),
+                Err(ConfigError::Value {
+                    key: "worker.lease",
+                    ..
+                })
+            ));
             Ok(())
         });
     }

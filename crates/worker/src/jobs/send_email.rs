@@ -6,7 +6,8 @@ use super::JobError;
 use crate::mail::{MailContext, Mailer, render};
 
 /// Renders the row's template and sends it. The Message-ID derives from the
-/// row's dedup key, so a resend after a crash is recognisably the same message.
+/// row's id (one row per event and recipient), so a resend after a crash is
+/// recognisably the same message.
 pub async fn send_email(
     mailer: &Mailer,
     context: &MailContext,
