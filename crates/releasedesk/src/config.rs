@@ -112,6 +112,7 @@ pub struct WorkerSettings {
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     pub missed_heartbeats: usize,
+    pub queue: String,
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     #[serde(with = "humantime_serde")]

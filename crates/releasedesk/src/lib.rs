@@ -83,6 +83,7 @@ pub fn build_worker(settings: &Settings, store: Store) -> Result<Worker, Startup
         poll_interval: w.poll_interval,
         heartbeat_interval: w.heartbeat_interval,
         missed_heartbeats: w.missed_heartbeats,
+        queue: w.queue.clone(),
     };
     Ok(Worker::new(store, mailer, carrier, config).with_queue(queue))
 }

@@ -14,6 +14,7 @@ pub mod entity;
 mod error;
 mod events;
 mod execution;
+mod jobs;
 mod numbers;
 mod outbox;
 mod paging;

@@ -22,8 +22,11 @@ use uuid::Uuid;
 use crate::{
     carrier::Carrier,
     jobs::{
-        JobError, carrier_reclaim::carrier_reclaim, execute_release::execute_release,
-        send_email::send_email, sweep::sweep,
+        JobError,
+        carrier_reclaim::carrier_reclaim,
+        execute_release::execute_release,
+        send_email::send_email,
+        sweep::{Swept, sweep},
     },
     mail::{MailContext, Mailer},
     queue::{ExecuteRelease, JobContext, QueueConfig, ReleaseQueue},
@@ -193,10 +196,11 @@ impl Worker {
         )
         .await
         {
-            Ok(swept) if swept.made_available + u64::try_from(swept.redriven).unwrap_or(0) > 0 => {
+            Ok(swept) if swept != Swept::default() => {
                 tracing::info!(
                     made_available = swept.made_available,
                     redriven = swept.redriven,
+                    purged_jobs = swept.purged_jobs,
                     "sweep"
                 );
             }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use apalis::prelude::{
-    BackendExt, BoxDynError, Data, PollSnapshot, PollStrategy, TaskSink, WorkerBuilder,
+    BackendExt, BoxDynError, Data, PollSnapshot, PollStrategy, Strategy, TaskSink, WorkerBuilder,
 };
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
@@ -24,9 +24,6 @@ use tokio::time::{Instant, Sleep};
 use uuid::Uuid;
 
 use crate::{carrier::Carrier, jobs::execute_release::execute_release};
-
-/// The queue (and apalis "job type") of release executions.
-pub const EXECUTE_RELEASE_QUEUE: &str = "releasedesk.execute_release";
 
 /// An `execute_release` job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +53,8 @@ pub struct QueueConfig {
     pub heartbeat_interval: Duration,
     /// Missed heartbeats after which another worker takes a job over.
     pub missed_heartbeats: usize,
+    /// The queue's name: every process pushing or working it must agree.
+    pub queue: String,
 }
 
 /// Creates apalis's tables. On SQLite this runs on a connection of its own:
@@ -104,7 +103,7 @@ impl ReleaseQueue {
         match pool {
             Pool::Sqlite(pool) => {
                 let c = apalis_sqlite::Config::default()
-                    .queue(EXECUTE_RELEASE_QUEUE)
+                    .queue(&config.queue)
                     .batch_size(config.batch_size)
                     .heartbeat_interval(config.heartbeat_interval)
                     .missed_heartbeats(config.missed_heartbeats);
@@ -112,7 +111,7 @@ impl ReleaseQueue {
             }
             Pool::Postgres(pool) => {
                 let c = apalis_postgres::Config::default()
-                    .queue(EXECUTE_RELEASE_QUEUE)
+                    .queue(&config.queue)
                     .batch_size(config.batch_size)
                     .heartbeat_interval(config.heartbeat_interval)
                     .missed_heartbeats(config.missed_heartbeats);
@@ -213,7 +212,14 @@ pub async fn run_worker(
                 .await
         }
         ReleaseQueue::Postgres(storage) => {
-            let backend = storage.poll_with_strategy(Ticker::new(config.poll_interval));
+            // LISTEN/NOTIFY wakes the worker the moment a job is pushed from any
+            // process; the ticker is the fallback if a notification is missed.
+            let notifications =
+                apalis_postgres::Pubsub::new(storage.pool().clone(), config.queue.clone());
+            let strategy = Strategy::new()
+                .apply(Ticker::new(config.poll_interval))
+                .stream(notifications);
+            let backend = storage.poll_with_strategy(strategy);
             WorkerBuilder::new(name)
                 .backend(backend)
                 .data(context)

@@ -13,7 +13,11 @@ use crate::carrier::Carrier;
 pub struct Swept {
     pub made_available: u64,
     pub redriven: usize,
+    pub purged_jobs: u64,
 }
+
+/// How long finished queue jobs are kept before the sweep purges them.
+pub const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(3600);
 
 pub async fn sweep(
     store: &Store,
@@ -23,6 +27,15 @@ pub async fn sweep(
     retry_after: Duration,
 ) -> Result<Swept, JobError> {
     let made_available = store.finalize_cooling_off(500).await?;
+    // Without the queue's tables (a worker running jobs inline) there is nothing
+    // to purge; that is not an error worth failing the sweep for.
+    let purged_jobs = store
+        .purge_finished_jobs(KEEP_FINISHED_JOBS, 10_000)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::debug!(%error, "no finished jobs purged");
+            0
+        });
     let stuck = store.stuck_releases(stale_after, 100).await?;
     let redriven = stuck.len();
     for request_id in stuck {
@@ -34,5 +47,6 @@ pub async fn sweep(
     Ok(Swept {
         made_available,
         redriven,
+        purged_jobs,
     })
 }
