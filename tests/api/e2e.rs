@@ -55,6 +55,7 @@ on_both_backends!(
     a_worker_killed_after_the_carrier_call_finishes_the_release_after_restart_without_a_second_call,
     emails_queued_while_smtp_is_down_all_arrive_exactly_once_when_it_is_back,
     a_release_approved_while_the_worker_is_down_is_carried_out_when_it_starts,
+    a_thousand_finished_jobs_do_not_slow_a_new_release_or_call_the_carrier_again,
 );
 
 const REASON: &str = "We no longer need this line at all.";
@@ -692,4 +693,67 @@ async fn two_worker_processes_drain_200_approved_releases_with_one_carrier_call_
         worker.terminate().await;
     }
     api.terminate().await;
+}
+
+/// History in the queue's tables must not make a new release wait (no stall until
+/// a heartbeat; acks that stay fast), and re-running a finished release (here 1,000
+/// times) never calls the carrier again.
+async fn a_thousand_finished_jobs_do_not_slow_a_new_release_or_call_the_carrier_again(
+    world: World,
+) {
+    use releasedesk_worker::queue::{ExecuteRelease, QueueConfig, ReleaseQueue};
+    // A stall until the next heartbeat would take 30 s; the bounds below are far less.
+    let environment = world
+        .environment()
+        .set("RELEASEDESK__WORKER__HEARTBEAT_INTERVAL", "30s");
+    let mut serve = Service::start(Role::Serve, &environment).await;
+    let acme = world.customer().await;
+    let staff = world.reviewer().await;
+    let (first, _) = world.number(&acme).await;
+    let first_id = world.file(&serve, &acme, first).await;
+    world.approve(&serve, &staff, &first_id).await;
+    world
+        .wait_until_released(&serve, &acme, &first_id, Duration::from_secs(10))
+        .await;
+
+    let config = QueueConfig {
+        batch_size: 100,
+        poll_interval: Duration::from_millis(20),
+        heartbeat_interval: Duration::from_secs(30),
+        missed_heartbeats: 3,
+        queue: "releasedesk.execute_release".into(),
+    };
+    let mut queue = ReleaseQueue::new(world.store.pool(), &config);
+    let request_id = Uuid::parse_str(&first_id).unwrap();
+    for _ in 0..1000 {
+        queue.push(ExecuteRelease { request_id }).await.unwrap();
+    }
+    let done_sql = match world.store.pool() {
+        Pool::Sqlite(_) => "SELECT COUNT(*) FROM Jobs WHERE status = 'Done'",
+        Pool::Postgres(_) => "SELECT COUNT(*) FROM apalis.jobs WHERE status = 'Done'",
+    };
+    let done = eventually("1,001 finished jobs", Duration::from_secs(90), async || {
+        let n: i64 = match world.store.pool() {
+            Pool::Sqlite(pool) => sqlx::query_scalar(done_sql).fetch_one(pool).await.unwrap(),
+            Pool::Postgres(pool) => sqlx::query_scalar(done_sql).fetch_one(pool).await.unwrap(),
+        };
+        (n >= 1001).then_some(n)
+    })
+    .await;
+    assert!(done >= 1001);
+
+    let (second, _) = world.number(&acme).await;
+    let second_id = world.file(&serve, &acme, second).await;
+    world.approve(&serve, &staff, &second_id).await;
+    world
+        .wait_until_released(&serve, &acme, &second_id, Duration::from_secs(10))
+        .await;
+
+    assert_eq!(
+        world.carrier.calls_for("releases", &first_id),
+        1,
+        "1,000 re-runs, no second call"
+    );
+    assert_eq!(world.carrier.calls_for("releases", &second_id), 1);
+    serve.terminate().await;
 }
