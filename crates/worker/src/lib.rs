@@ -59,6 +59,9 @@ pub struct Worker {
     /// With a queue, `execute_release` jobs go through apalis; without one (unit
     /// tests, one-shot drains) they run inline.
     queue: Option<(ReleaseQueue, QueueConfig)>,
+    /// Tells this process's apalis worker that a job was just pushed.
+    pushed: futures::channel::mpsc::UnboundedSender<()>,
+    pushed_rx: Arc<std::sync::Mutex<Option<futures::channel::mpsc::UnboundedReceiver<()>>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -89,12 +92,15 @@ impl Worker {
         carrier: Arc<dyn Carrier>,
         config: WorkerConfig,
     ) -> Self {
+        let (pushed, pushed_rx) = futures::channel::mpsc::unbounded();
         Self {
             store,
             mailer: Arc::new(mailer),
             carrier,
             config: Arc::new(config),
             queue: None,
+            pushed,
+            pushed_rx: Arc::new(std::sync::Mutex::new(Some(pushed_rx))),
         }
     }
 
@@ -108,29 +114,35 @@ impl Worker {
     /// Runs until `shutdown` turns true; the round in flight and the jobs apalis
     /// is running finish first.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let apalis = self.queue.clone().map(|(queue, config)| {
-            let context = JobContext {
-                store: self.store.clone(),
-                carrier: self.carrier.clone(),
-                lease: self.config.lease,
-                retry_after: self.config.retry.base_delay,
-            };
-            let mut stop = shutdown.clone();
-            let name = format!(
-                "{}-{}-execute-release",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "releasedesk".into()),
-                std::process::id()
-            );
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
+        let pushed = self.pushed_rx.lock().ok().and_then(|mut rx| rx.take());
+        let apalis = self
+            .queue
+            .clone()
+            .zip(pushed)
+            .map(|((queue, config), pushed)| {
+                let context = JobContext {
+                    store: self.store.clone(),
+                    carrier: self.carrier.clone(),
+                    lease: self.config.lease,
+                    retry_after: self.config.retry.base_delay,
                 };
-                if let Err(error) = queue::run_worker(name, queue, &config, context, stopped).await
-                {
-                    tracing::error!(%error, "job queue worker stopped");
-                }
-            })
-        });
+                let mut stop = shutdown.clone();
+                let name = format!(
+                    "{}-{}-execute-release",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "releasedesk".into()),
+                    std::process::id()
+                );
+                tokio::spawn(async move {
+                    let stopped = async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    };
+                    if let Err(error) =
+                        queue::run_worker(name, queue, &config, context, pushed, stopped).await
+                    {
+                        tracing::error!(%error, "job queue worker stopped");
+                    }
+                })
+            });
         self.dispatch_loop(shutdown).await;
         if let Some(apalis) = apalis {
             let _ = apalis.await;
@@ -232,10 +244,13 @@ impl Worker {
                     .ok_or_else(|| JobError::Payload("execute_release needs request_id".into()))?;
                 if let Some((queue, _)) = &self.queue {
                     let mut queue = queue.clone();
-                    return queue
+                    queue
                         .push(ExecuteRelease { request_id })
                         .await
-                        .map_err(|e| JobError::Queue(e.to_string()));
+                        .map_err(|e| JobError::Queue(e.to_string()))?;
+                    // Nobody listening (no apalis worker in this process) is fine.
+                    let _ = self.pushed.unbounded_send(());
+                    return Ok(());
                 }
                 let retry_after = self.config.retry.delay(item.attempts);
                 execute_release(

@@ -189,12 +189,14 @@ async fn handle(job: ExecuteRelease, context: Data<JobContext>) -> Result<(), Bo
 }
 
 /// Runs one apalis worker named `name` on `queue` until `shutdown` resolves;
-/// jobs in flight finish first.
+/// jobs in flight finish first. `pushed` fires when this process pushed a job, so
+/// the worker fetches at once (on SQLite, where there is no LISTEN/NOTIFY).
 pub async fn run_worker(
     name: String,
     queue: ReleaseQueue,
     config: &QueueConfig,
     context: JobContext,
+    pushed: futures::channel::mpsc::UnboundedReceiver<()>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), QueueError> {
     let shutdown = async move {
@@ -203,7 +205,10 @@ pub async fn run_worker(
     };
     let result = match queue {
         ReleaseQueue::Sqlite(storage) => {
-            let backend = storage.poll_with_strategy(Ticker::new(config.poll_interval));
+            let strategy = Strategy::new()
+                .apply(Ticker::new(config.poll_interval))
+                .stream(pushed);
+            let backend = storage.poll_with_strategy(strategy);
             WorkerBuilder::new(name)
                 .backend(backend)
                 .data(context)
