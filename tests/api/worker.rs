@@ -16,6 +16,7 @@ backend_tests!(
     reclaim_inside_the_window_restores_the_number_with_a_new_billing_cycle,
     reclaim_after_the_window_is_409,
     cooling_off_returns_the_number_to_inventory_and_hides_it,
+    emails_that_keep_failing_go_dead_and_are_listed_for_staff,
 );
 
 const PAST: &str = "2000-01-01T00:00:00+00:00";
@@ -370,5 +371,60 @@ async fn cooling_off_returns_the_number_to_inventory_and_hides_it(app: TestApp) 
             .unwrap()
             .iter()
             .any(|e| e["kind"] == "available")
+    );
+}
+
+async fn emails_that_keep_failing_go_dead_and_are_listed_for_staff(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    app.file_request(&acme, app.number(&acme).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: every delivery fails as "connection refused".
+    let mailer = releasedesk_worker::mail::Mailer::from_settings(
+        Some("smtp://127.0.0.1:1"),
+        dir.path(),
+        "ReleaseDesk <no-reply@localhost>",
+    )
+    .unwrap();
+    let carrier = StandInCarrier::start().await;
+    let worker = app.worker_with_mailer(Arc::new(carrier.adapter()), mailer);
+
+    for _ in 0..200 {
+        worker.drain().await;
+        if app
+            .count("SELECT COUNT(*) FROM outbox WHERE status = 'dead'")
+            .await
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (status, body) = app.review(Method::GET, "/outbox", &riley, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let dead = body["data"].as_array().unwrap();
+    assert_eq!(dead.len(), 2, "both emails of the filing gave up: {body}");
+    for row in dead {
+        assert_eq!(row["status"], "dead");
+        assert_eq!(row["attempts"], 5, "the bounded number of attempts");
+        assert!(row["last_error"].as_str().unwrap().len() > 5);
+        assert!(
+            row.get("payload").is_none(),
+            "no personal data in the listing"
+        );
+    }
+    let (_, pending) = app
+        .review(Method::GET, "/outbox?status=pending", &riley, None)
+        .await;
+    assert_eq!(pending["data"], json!([]));
+    let (status, body) = app
+        .review(Method::GET, "/outbox?status=lost", &riley, None)
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
     );
 }

@@ -206,8 +206,17 @@ impl TestApp {
         releasedesk_worker::Worker,
         releasedesk_worker::mail::MemoryOutbox,
     ) {
-        use std::time::Duration;
         let (mailer, outbox) = releasedesk_worker::mail::Mailer::memory();
+        (self.worker_with_mailer(carrier, mailer), outbox)
+    }
+
+    /// A worker as [`TestApp::worker`], sending through `mailer`.
+    pub fn worker_with_mailer(
+        &self,
+        carrier: std::sync::Arc<dyn releasedesk_worker::carrier::Carrier>,
+        mailer: releasedesk_worker::mail::Mailer,
+    ) -> releasedesk_worker::Worker {
+        use std::time::Duration;
         let config = releasedesk_worker::WorkerConfig {
             poll_interval: Duration::from_millis(10),
             sweep_interval: Duration::from_secs(3600),
@@ -222,10 +231,7 @@ impl TestApp {
                 public_url: self.base_url.clone(),
             },
         };
-        (
-            releasedesk_worker::Worker::new(self.store.clone(), mailer, carrier, config),
-            outbox,
-        )
+        releasedesk_worker::Worker::new(self.store.clone(), mailer, carrier, config)
     }
 
     /// Files and approves a release of a fresh number; returns (number, request id).

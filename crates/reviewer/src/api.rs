@@ -11,9 +11,9 @@ use releasedesk_api::{
     envelope::{Created, Data, Listed},
     extract::{Json, MaybeJson, PathId, Query, Staff},
 };
-use releasedesk_store::{FiledRequest, QueueItem, ReviewDetail, Store};
+use releasedesk_store::{FiledRequest, OutboxView, QueueItem, ReviewDetail, Store};
 
-use crate::body::{ApproveBody, CancelBody, QueueQuery};
+use crate::body::{ApproveBody, CancelBody, OutboxQuery, QueueQuery};
 
 pub fn router(store: Store) -> Router {
     Router::new()
@@ -24,6 +24,7 @@ pub fn router(store: Store) -> Router {
         .route("/release-requests/{id}/approve", post(approve))
         .route("/release-requests/{id}/cancel", post(cancel))
         .route("/phone-numbers/{id}/request-release", post(file_on_behalf))
+        .route("/outbox", get(outbox))
         .with_state(store)
 }
 
@@ -88,4 +89,15 @@ async fn file_on_behalf(
 ) -> Result<Created<FiledRequest>, ApiError> {
     let reason = body.parse()?;
     Ok(Created(store.file_on_behalf(&me, id, reason).await?))
+}
+
+/// Emails and jobs by delivery status; `?status=dead` (the default) lists what
+/// was given up on after the bounded retries.
+async fn outbox(
+    State(store): State<Store>,
+    Staff(_): Staff,
+    Query(query): Query<OutboxQuery>,
+) -> Result<Listed<OutboxView>, ApiError> {
+    let (status, page) = query.parse()?;
+    Ok(Listed(store.list_outbox(status, page).await?))
 }

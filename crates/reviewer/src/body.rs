@@ -5,7 +5,7 @@ use releasedesk_api::{
     body::{Fields, one_of, page, required},
 };
 use releasedesk_domain::{DomainError, Note, RequestStatus};
-use releasedesk_store::{ClaimFilter, PageRequest, QueueFilter, QueueOrder};
+use releasedesk_store::{ClaimFilter, OutboxStatus, PageRequest, QueueFilter, QueueOrder};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,5 +94,29 @@ impl QueueQuery {
                 claimed,
             });
         f.finish(filter.zip(page))
+    }
+}
+
+/// `?status=&limit=&cursor=` for the outbox.
+#[derive(Debug, Default, Deserialize)]
+pub struct OutboxQuery {
+    pub status: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl OutboxQuery {
+    pub fn parse(&self) -> Result<(OutboxStatus, PageRequest), ApiError> {
+        let mut f = Fields::default();
+        let status = match QueueQuery::value(&self.status) {
+            None => Some(OutboxStatus::Dead),
+            Some(raw) => f.take(raw.parse()),
+        };
+        let page = page(
+            &mut f,
+            QueueQuery::value(&self.limit),
+            QueueQuery::value(&self.cursor),
+        );
+        f.finish(status.zip(page))
     }
 }

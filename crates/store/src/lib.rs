@@ -38,7 +38,7 @@ pub use execution::{Begin, ReleaseWork};
 pub use numbers::{
     Blocker, ConfigPatch, NewNumber, NumberConfig, NumberPatch, NumberView, ReleasePreview,
 };
-pub use outbox::{OutboxItem, OutboxStatus, RetryPolicy};
+pub use outbox::{OutboxItem, OutboxStatus, OutboxView, RetryPolicy};
 pub use paging::{Cursor, Page, PageRequest};
 pub use requests::{FiledRequest, RequestView};
 pub use review::{

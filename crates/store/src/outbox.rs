@@ -281,3 +281,60 @@ mod tests {
         assert_eq!(policy.delay(1000).as_secs(), 60);
     }
 }
+
+/// An outbox row as staff see it (no payload: it may hold personal data).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxView {
+    pub id: Uuid,
+    pub kind: String,
+    pub topic: String,
+    pub recipient: Option<String>,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl crate::Store {
+    /// Outbox rows in `status` (e.g. `dead`: deliveries given up on), oldest first.
+    pub async fn list_outbox(
+        &self,
+        status: OutboxStatus,
+        page: crate::PageRequest,
+    ) -> Result<crate::Page<OutboxView>, StoreError> {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        let query = outbox::Entity::find().filter(outbox::Column::Status.eq(status.as_str()));
+        let page =
+            crate::paging::by_id(&self.db, query, outbox::Column::Id, &page, |r| r.id).await?;
+        Ok(page.map(|row| OutboxView {
+            id: row.id,
+            kind: row.kind,
+            topic: row.topic,
+            recipient: row.recipient,
+            status: row.status,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            next_attempt_at: row.next_attempt_at,
+            created_at: row.created_at,
+            sent_at: row.sent_at,
+        }))
+    }
+}
+
+impl std::str::FromStr for OutboxStatus {
+    type Err = releasedesk_domain::DomainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Pending, Self::Sending, Self::Sent, Self::Dead]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                releasedesk_domain::DomainError::invalid(
+                    "status",
+                    "must be one of: pending, sending, sent, dead",
+                )
+            })
+    }
+}
