@@ -83,10 +83,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
             let store = open_store(&settings).await?;
             migrate(&store, &settings).await?;
             let worker = build_worker(&settings, store.clone())?;
+            let signal = app::shutdown_signal();
             let (stop, stopped) = watch::channel(false);
             let running = tokio::spawn(worker.run(stopped));
             println!("ReleaseDesk worker running");
-            app::shutdown_signal().await;
+            signal.await;
             let _ = stop.send(true);
             let _ = running.await;
             store.pool().close().await;
@@ -123,6 +124,7 @@ async fn serve(
     let store = open_store(settings).await?;
     migrate(&store, settings).await?;
     let addr = addr.unwrap_or(settings.server.addr);
+    let signal = app::shutdown_signal();
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     if with_demo {
@@ -144,7 +146,7 @@ async fn serve(
         false => None,
     };
     let shutdown = async move {
-        app::shutdown_signal().await;
+        signal.await;
         let _ = stop.send(true);
     };
     app::serve(listener, router, shutdown).await?;

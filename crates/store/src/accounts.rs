@@ -107,6 +107,18 @@ pub struct CustomerPrincipal {
     pub token_id: Uuid,
 }
 
+/// The account a request or number refers to; its absence is corrupt data (the
+/// foreign keys forbid it).
+pub(crate) async fn referenced_account(
+    db: &impl sea_orm::ConnectionTrait,
+    account_id: Uuid,
+) -> Result<account::Model, StoreError> {
+    account::Entity::find_by_id(account_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("account {account_id} is missing")))
+}
+
 impl Store {
     pub async fn create_account(
         &self,

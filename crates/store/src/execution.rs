@@ -233,10 +233,7 @@ impl Store {
             .await?;
         let event_id =
             events::record(&txn, request_id, "released", Actor::System, None, at).await?;
-        let account = account::Entity::find_by_id(row.account_id)
-            .one(&txn)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("request of a missing account".into()))?;
+        let account = crate::accounts::referenced_account(&txn, row.account_id).await?;
         let payload = json!({
             "request_id": row.id,
             "phone_number": row.phone_number,
@@ -470,10 +467,7 @@ impl Store {
                 at,
             )
             .await?;
-            let account = account::Entity::find_by_id(account_id)
-                .one(&txn)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("missing account".into()))?;
+            let account = crate::accounts::referenced_account(&txn, account_id).await?;
             let payload = json!({
                 "phone_number": number.e164,
                 "phone_number_id": number_id,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     Actor, Cursor, EventView, Page, PageRequest, Store, StoreError,
     db::begin_write,
-    entity::{account, release_request},
+    entity::release_request,
     error::is_unique_violation,
     events,
     numbers::{active_agents_using, owned, parse_status},
@@ -162,10 +162,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let event_id = events::record(&txn, row.id, "requested", actor, None, at).await?;
-        let account = account::Entity::find_by_id(account_id)
-            .one(&txn)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("request of a missing account".into()))?;
+        let account = crate::accounts::referenced_account(&txn, account_id).await?;
         let payload = json!({
             "request_id": row.id,
             "phone_number": row.phone_number,

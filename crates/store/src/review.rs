@@ -345,10 +345,7 @@ impl Store {
             .one(&self.db)
             .await?
             .ok_or(DomainError::NotFound)?;
-        let account = account::Entity::find_by_id(row.account_id)
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("request of a missing account".into()))?;
+        let account = crate::accounts::referenced_account(&self.db, row.account_id).await?;
         let number = phone_number::Entity::find_by_id(row.phone_number_id)
             .one(&self.db)
             .await?
@@ -629,10 +626,7 @@ impl Store {
         note: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let account = account::Entity::find_by_id(row.account_id)
-            .one(txn)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("request of a missing account".into()))?;
+        let account = crate::accounts::referenced_account(txn, row.account_id).await?;
         let payload = json!({
             "request_id": row.id,
             "phone_number": row.phone_number,
