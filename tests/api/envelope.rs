@@ -14,6 +14,7 @@ backend_tests!(
     bad_limit_status_or_cursor_is_422,
     oversized_body_is_413,
     unknown_fields_in_a_patch_are_422,
+    every_response_carries_a_request_id,
 );
 
 async fn malformed_json_is_400(app: TestApp) {
@@ -192,5 +193,28 @@ async fn unknown_fields_in_a_patch_are_422(app: TestApp) {
         &body,
         StatusCode::UNPROCESSABLE_ENTITY,
         "VALIDATION_ERROR",
+    );
+}
+
+async fn every_response_carries_a_request_id(app: TestApp) {
+    let url = format!("{}/api/v1/phone-numbers", app.base_url);
+    let fresh = app.client.get(&url).send().await.unwrap();
+    let id = fresh.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok(),
+        "a fresh UUID when none was sent: {id}"
+    );
+    let echoed = app
+        .client
+        .get(&url)
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "trace-me-42");
+    assert_eq!(
+        echoed.status(),
+        StatusCode::UNAUTHORIZED,
+        "errors carry it too"
     );
 }

@@ -17,7 +17,11 @@ use releasedesk_api::{
 use releasedesk_reviewer::ConsoleSettings;
 use releasedesk_store::Store;
 use tokio::net::TcpListener;
-use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
 /// Request bodies larger than this are refused (413) before any parsing.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -61,7 +65,20 @@ pub fn router(store: Store, parts: Parts, console: ConsoleSettings) -> Router {
         .layer(map_response(ensure_envelope))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// One span per request, named by its `x-request-id` (the caller's, or a fresh
+/// UUID) and path; never the query string or headers, which may carry secrets.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", request.id = %id, method = %request.method(), path = %request.uri().path())
 }
 
 async fn healthz() -> impl IntoResponse {
