@@ -1,9 +1,10 @@
 //! The ReleaseDesk schema: one set of sea-orm migrations for SQLite and PostgreSQL.
 
-pub use sea_orm_migration::prelude::*;
+pub use sea_orm_migration::{prelude::*, seaql_migrations};
 
 mod m20261123_000001_initial;
 mod m20261123_000002_execution;
+mod m20261123_000003_idempotency;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_execution::Migration),
+            Box::new(m20261123_000003_idempotency::Migration),
         ]
     }
 }

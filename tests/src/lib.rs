@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod browser;
 pub mod carrier;
+pub mod cluster;
 mod database;
 pub mod process;
 pub mod smtp;
@@ -79,18 +80,33 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn sqlite() -> TestApp {
-        Self::start(TestDatabase::sqlite()).await
+        Self::start(TestDatabase::sqlite(), |_| {}).await
     }
 
     /// `None` (the test is skipped, loudly) only when PostgreSQL is unreachable and
     /// `CI` is not set; under `CI=true` an unreachable server fails the test.
     pub async fn postgres() -> Option<TestApp> {
-        Some(Self::start(TestDatabase::postgres().await?).await)
+        Some(Self::start(TestDatabase::postgres().await?, |_| {}).await)
     }
 
-    async fn start(database: TestDatabase) -> TestApp {
+    /// The app on `backend` with settings adjusted by `configure` (rate limiting
+    /// is off in the other constructors: tests fire bursts on purpose).
+    pub async fn with_settings(
+        backend: Backend,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
+        let database = match backend {
+            Backend::Sqlite => TestDatabase::sqlite(),
+            Backend::Postgres => TestDatabase::postgres().await?,
+        };
+        Some(Self::start(database, configure).await)
+    }
+
+    async fn start(database: TestDatabase, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = Settings::load(None).expect("default settings load");
         settings.database.url = database.url().to_owned().into();
+        settings.rate_limit.enabled = false;
+        configure(&mut settings);
         let store = releasedesk::open_store(&settings)
             .await
             .expect("connect to test database");
@@ -100,8 +116,8 @@ impl TestApp {
             .expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel();
-        let console = settings.console_settings().expect("console settings");
-        let router = app::router(store.clone(), app::Parts::ALL, console);
+        let app_settings = app::AppSettings::from_settings(&settings).expect("app settings");
+        let router = app::router(store.clone(), app::Parts::ALL, app_settings);
         tokio::spawn(app::serve(listener, router, async {
             let _ = rx.await;
         }));

@@ -136,20 +136,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// The bearer token's value, if the request has one.
-pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
 }
 
+/// The caller: as the guard middleware already authenticated it, or looked up
+/// from the bearer token here (routers mounted without the guard).
 async fn principal<S>(parts: &Parts, state: &S) -> Result<Principal, ApiError>
 where
     Store: FromRef<S>,
 {
-    let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        return Ok(principal.clone());
+    }
+    let token = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or(ApiError::Unauthorized)?;
     Store::from_ref(state)
         .authenticate(token)
         .await?

@@ -6,6 +6,7 @@ pub mod body;
 pub mod envelope;
 mod error;
 pub mod extract;
+pub mod guard;
 mod handlers;
 
 use std::any::Any;

@@ -1,18 +1,20 @@
 //! The HTTP application: every front end's routes, the operational endpoints, and
 //! the layers that keep every answer in the contract's envelope.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
     extract::{DefaultBodyLimit, State},
     http::StatusCode,
-    middleware::map_response,
+    middleware::{self, map_response},
     response::IntoResponse,
     routing::get,
 };
 use releasedesk_api::{
-    ApiError, ensure_envelope, method_not_allowed, panic_response, route_not_found,
+    ApiError, ensure_envelope,
+    guard::{self, Guard, GuardSettings},
+    method_not_allowed, panic_response, route_not_found,
 };
 use releasedesk_reviewer::ConsoleSettings;
 use releasedesk_store::Store;
@@ -20,7 +22,13 @@ use tokio::net::TcpListener;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
     trace::TraceLayer,
+};
+
+use crate::{
+    config::{ConfigError, Settings},
+    metrics,
 };
 
 /// Request bodies larger than this are refused (413) before any parsing.
@@ -48,26 +56,80 @@ impl Parts {
     };
 }
 
+/// What the router needs besides the store.
+#[derive(Clone)]
+pub struct AppSettings {
+    pub console: ConsoleSettings,
+    pub guard: GuardSettings,
+    /// A request still running after this is answered 503 `UNAVAILABLE`.
+    pub request_timeout: Duration,
+}
+
+impl AppSettings {
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self {
+            console: settings.console_settings()?,
+            guard: settings.guard_settings(MAX_BODY_BYTES),
+            request_timeout: settings.server.request_timeout,
+        })
+    }
+}
+
 /// The full router for a process running `parts`.
-pub fn router(store: Store, parts: Parts, console: ConsoleSettings) -> Router {
-    let mut app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(store.clone());
+pub fn router(store: Store, parts: Parts, settings: AppSettings) -> Router {
+    let guard = Guard::new(store.clone(), settings.guard);
+    tokio::spawn(forget_idle_callers(guard.clone()));
+    let mut app = operations(store.clone());
     if parts.customer_api {
         app = app.merge(releasedesk_api::router(store.clone()));
     }
     if parts.reviewer {
-        app = app.merge(releasedesk_reviewer::router(store, console));
+        app = app.merge(releasedesk_reviewer::router(store, settings.console));
     }
     app.fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(guard, guard::run))
+        .layer(middleware::from_fn(metrics::track))
         .layer(map_response(ensure_envelope))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// `/healthz`, `/readyz` and `/metrics`: served by every process, the worker too.
+pub fn operations(store: Store) -> Router {
+    // Install the recorder before the first request is counted.
+    let _ = metrics::handle();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .with_state(store)
+}
+
+/// The router of a process that serves only the operational endpoints (a
+/// worker's health and metrics).
+pub fn operations_router(store: Store) -> Router {
+    operations(store)
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(metrics::track))
+        .layer(map_response(ensure_envelope))
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+async fn forget_idle_callers(guard: Guard) {
+    let mut tick = tokio::time::interval(guard::FORGET_IDLE_EVERY);
+    loop {
+        tick.tick().await;
+        guard.forget_idle_callers();
+    }
 }
 
 /// One span per request, named by its `x-request-id` (the caller's, or a fresh
@@ -88,8 +150,14 @@ async fn healthz() -> impl IntoResponse {
     )
 }
 
+/// How long `/readyz` waits for the database before saying it is not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn readyz(State(store): State<Store>) -> Result<impl IntoResponse, ApiError> {
-    if store.ready().await? {
+    let ready = tokio::time::timeout(READY_TIMEOUT, store.ready())
+        .await
+        .map_err(|_| ApiError::Unavailable)??;
+    if ready {
         Ok(axum::Json(
             serde_json::json!({"success": true, "data": {"status": "ready"}}),
         ))

@@ -8,7 +8,10 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use tokio::sync::watch;
 
-use crate::{StartupError, admin, app, build_worker, config::Settings, demo, migrate, open_store};
+use crate::{
+    StartupError, admin, app, build_worker, config::Settings, demo, migrate, open_and_migrate,
+    open_store,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,7 +43,11 @@ pub enum Command {
         addr: Option<SocketAddr>,
     },
     /// Run the worker only: releases, emails, schedules.
-    Worker,
+    Worker {
+        /// Serve /healthz, /readyz and /metrics here (off unless given).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
     /// Run the reviewer API and console only.
     Reviewer {
         #[arg(long)]
@@ -79,17 +86,35 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
         Command::Serve { addr, demo } => {
             serve(&settings, addr, demo, app::Parts::ALL).await?;
         }
-        Command::Worker => {
-            let store = open_store(&settings).await?;
-            migrate(&store, &settings).await?;
+        Command::Worker { addr } => {
+            let store = open_and_migrate(&settings).await?;
             let worker = build_worker(&settings, store.clone())?;
             let signal = app::shutdown_signal();
             let (stop, stopped) = watch::channel(false);
-            let running = tokio::spawn(worker.run(stopped));
+            let running = tokio::spawn(worker.run(stopped.clone()));
+            let operations = match addr {
+                Some(addr) => {
+                    let listener = TcpListener::bind(addr).await?;
+                    println!(
+                        "Worker health and metrics on http://{}",
+                        listener.local_addr()?
+                    );
+                    let mut stopped = stopped;
+                    let stopped = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    let router = app::operations_router(store.clone());
+                    Some(tokio::spawn(app::serve(listener, router, stopped)))
+                }
+                None => None,
+            };
             println!("ReleaseDesk worker running");
             signal.await;
             let _ = stop.send(true);
             let _ = running.await;
+            if let Some(operations) = operations {
+                let _ = operations.await;
+            }
             store.pool().close().await;
         }
         Command::Api { addr } => {
@@ -120,9 +145,8 @@ async fn serve(
     with_demo: bool,
     parts: app::Parts,
 ) -> Result<(), StartupError> {
-    let console = settings.console_settings()?;
-    let store = open_store(settings).await?;
-    migrate(&store, settings).await?;
+    let app_settings = app::AppSettings::from_settings(settings)?;
+    let store = open_and_migrate(settings).await?;
     let addr = addr.unwrap_or(settings.server.addr);
     let signal = app::shutdown_signal();
     let listener = TcpListener::bind(addr).await?;
@@ -136,7 +160,7 @@ async fn serve(
     if parts.reviewer {
         println!("Reviewer console at http://{local}/reviewer/");
     }
-    let router = app::router(store.clone(), parts, console);
+    let router = app::router(store.clone(), parts, app_settings);
     // `serve` runs the worker in the same process; it stops with the server.
     let (stop, stopped) = watch::channel(false);
     let worker = match parts == app::Parts::ALL {

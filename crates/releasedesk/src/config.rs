@@ -4,6 +4,7 @@
 use std::{
     fmt,
     net::SocketAddr,
+    num::NonZeroU32,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -14,9 +15,10 @@ use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
+use releasedesk_api::guard::{GuardSettings, RateLimit};
 use releasedesk_domain::{Money, ReleasePolicy};
 use releasedesk_reviewer::ConsoleSettings;
-use releasedesk_store::{DbOptions, StoreSettings};
+use releasedesk_store::{DbOptions, KeyTimes, StoreSettings};
 use serde::Deserialize;
 
 /// The built-in defaults; the file in the repository is the documentation.
@@ -56,6 +58,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub reviewer: ReviewerSettings,
     pub carrier: CarrierSettings,
+    pub rate_limit: RateLimitSettings,
+    pub idempotency: IdempotencySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +76,24 @@ pub struct DatabaseSettings {
 pub struct ServerSettings {
     pub addr: SocketAddr,
     pub public_url: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// Requests per bearer token (or per client address without one), per process.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lock: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +247,17 @@ impl Settings {
                 ),
             });
         }
+        // A claim must outlive the request it guards, or a slow request's retry
+        // runs it a second time.
+        if self.idempotency.lock <= self.server.request_timeout {
+            return Err(ConfigError::Value {
+                key: "idempotency.lock",
+                message: format!(
+                    "must be longer than server.request_timeout ({})",
+                    humantime::format_duration(self.server.request_timeout)
+                ),
+            });
+        }
         if self.carrier.kind == CarrierKind::Http && self.carrier.url.trim().is_empty() {
             return Err(ConfigError::Value {
                 key: "carrier.url",
@@ -232,6 +265,22 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// The guard in front of the JSON APIs: rate limits and idempotency keys.
+    pub fn guard_settings(&self, max_body_bytes: usize) -> GuardSettings {
+        let limit = &self.rate_limit;
+        GuardSettings {
+            rate_limit: limit.enabled.then_some(RateLimit {
+                per_second: limit.per_second,
+                burst: limit.burst,
+            }),
+            idempotency: KeyTimes {
+                retention: self.idempotency.retention,
+                lock: self.idempotency.lock,
+            },
+            max_body_bytes,
+        }
     }
 
     pub fn db_options(&self) -> DbOptions {

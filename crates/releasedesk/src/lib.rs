@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -95,6 +96,28 @@ pub async fn migrate(store: &Store, settings: &Settings) -> Result<(), StartupEr
         .await
         .map_err(|e| StartupError::Queue(e.to_string()))?;
     Ok(())
+}
+
+/// Connects and migrates like [`open_store`] + [`migrate`], but waits out a
+/// database that is not reachable yet (a service starting before its database,
+/// or during a failover), retrying with backoff up to every 10 s.
+pub async fn open_and_migrate(settings: &Settings) -> Result<Store, StartupError> {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        let attempt = async {
+            let store = open_store(settings).await?;
+            migrate(&store, settings).await?;
+            Ok::<_, StartupError>(store)
+        };
+        match attempt.await {
+            Err(StartupError::Store(error)) if error.is_unavailable() => {
+                tracing::warn!(%error, retry_in = ?delay, "database unreachable; waiting for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Connects to the configured database and builds the operation layer.

@@ -29,15 +29,24 @@ impl StoreError {
     }
 }
 
+/// SQLSTATEs PostgreSQL answers while it shuts down, restarts or refuses
+/// connections: the server, not the statement, is the problem.
+fn is_server_unavailable(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") // connection exception
+        || sqlstate.starts_with("57P") // admin/crash shutdown, cannot connect now
+        || sqlstate == "53300" // too many connections
+}
+
 fn sqlx_is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+    match error {
         sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| is_server_unavailable(&code)),
+        _ => false,
+    }
 }
 
 impl From<DbErr> for StoreError {

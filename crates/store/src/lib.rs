@@ -14,12 +14,14 @@ pub mod entity;
 mod error;
 mod events;
 mod execution;
+mod idempotency;
 mod jobs;
 mod numbers;
 mod outbox;
 mod paging;
 mod requests;
 mod review;
+mod stats;
 
 use std::sync::Arc;
 
@@ -35,6 +37,7 @@ pub use db::{Backend, DbOptions, Pool, connect};
 pub use error::StoreError;
 pub use events::{Actor, EventView};
 pub use execution::{Begin, ReleaseWork};
+pub use idempotency::{KeyClaim, KeyScope, KeyTimes, StoredResponse};
 pub use numbers::{
     Blocker, ConfigPatch, NewNumber, NumberConfig, NumberPatch, NumberView, ReleasePreview,
 };
@@ -44,6 +47,7 @@ pub use requests::{FiledRequest, RequestView};
 pub use review::{
     AccountRef, ClaimFilter, QueueFilter, QueueItem, QueueOrder, ReviewDetail, StaffRef,
 };
+pub use stats::QueueStats;
 
 /// Settings the operations need besides the database.
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ pub struct Store {
     /// Signalled after a commit that wrote outbox rows, so a worker in the same
     /// process starts at once instead of at its next poll.
     outbox_written: Arc<tokio::sync::Notify>,
+    /// Set once every migration was seen applied.
+    migrations_current: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -79,6 +85,7 @@ impl Store {
             pool,
             settings: Arc::new(settings),
             outbox_written: Arc::new(tokio::sync::Notify::new()),
+            migrations_current: Arc::default(),
         }
     }
 
@@ -116,9 +123,29 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the database answers and every migration is applied.
+    /// Whether the database answers and every migration is applied. Once all
+    /// are seen applied, later checks only ping (migrations are not undone).
     pub async fn ready(&self) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering;
+
         use releasedesk_migrations::{Migrator, MigratorTrait};
-        Ok(Migrator::get_pending_migrations(&self.db).await?.is_empty())
+        if self.migrations_current.load(Ordering::Relaxed) {
+            self.db.ping().await?;
+            return Ok(true);
+        }
+        // Applied versions this binary does not know (a newer release migrated)
+        // do not make it unready; only its own missing ones do.
+        let applied: Vec<String> =
+            <releasedesk_migrations::seaql_migrations::Entity as sea_orm::EntityTrait>::find()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|m| m.version)
+                .collect();
+        let current = Migrator::migrations()
+            .iter()
+            .all(|migration| applied.iter().any(|v| *v == migration.name()));
+        self.migrations_current.store(current, Ordering::Relaxed);
+        Ok(current)
     }
 }

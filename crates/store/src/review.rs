@@ -341,39 +341,7 @@ impl Store {
 
     /// One request with everything needed to decide it.
     pub async fn review_detail(&self, request_id: Uuid) -> Result<ReviewDetail, StoreError> {
-        let row = release_request::Entity::find_by_id(request_id)
-            .one(&self.db)
-            .await?
-            .ok_or(DomainError::NotFound)?;
-        let account = crate::accounts::referenced_account(&self.db, row.account_id).await?;
-        let number = phone_number::Entity::find_by_id(row.phone_number_id)
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("request of a missing number".into()))?;
-        let in_use_agents = active_agents_using(&self.db, row.phone_number_id).await?;
-        let sms_message_count = sms_message::Entity::find()
-            .filter(sms_message::Column::PhoneNumberId.eq(row.phone_number_id))
-            .count(&self.db)
-            .await?;
-        let claimers = names_of_staff(&self.db, row.claimed_by.into_iter().collect()).await?;
-        let mut request = RequestView::try_from(row.clone())?;
-        request.events = Some(events::timeline(&self.db, request_id).await?);
-        Ok(ReviewDetail {
-            request,
-            account: AccountRef {
-                id: account.id,
-                name: account.name,
-            },
-            account_email: account.email,
-            age_seconds: age_seconds(row.requested_at, now()),
-            requested_by: row.requested_by,
-            claimed_by: staff_ref(row.claimed_by, &claimers),
-            claimed_at: row.claimed_at,
-            number_status: parse_status(&number.status)?,
-            sms_message_count,
-            in_use: !in_use_agents.is_empty(),
-            in_use_agents,
-        })
+        detail_on(&self.db, request_id).await
     }
 
     /// Takes a pending request (idempotent for its own claimer).
@@ -408,8 +376,9 @@ impl Store {
                 return Err(refusal(row.as_ref(), me)?.into());
             }
         }
+        let detail = detail_on(&txn, request_id).await?;
         txn.commit().await?;
-        self.review_detail(request_id).await
+        Ok(detail)
     }
 
     /// Leaves a claimed request. Admins may release anyone's claim.
@@ -448,8 +417,9 @@ impl Store {
                 return Err(refusal(row.as_ref(), me)?.into());
             }
         }
+        let detail = detail_on(&txn, request_id).await?;
         txn.commit().await?;
-        self.review_detail(request_id).await
+        Ok(detail)
     }
 
     /// Approves a pending request: request `approved`, number `releasing`, the
@@ -538,9 +508,10 @@ impl Store {
             at,
         )
         .await?;
+        let detail = detail_on(&txn, request_id).await?;
         txn.commit().await?;
         self.wake_workers();
-        self.review_detail(request_id).await
+        Ok(detail)
     }
 
     /// Cancels a pending request with a note the customer receives by email.
@@ -587,9 +558,10 @@ impl Store {
         .await?;
         self.email_customer(&txn, &row, "request_cancelled", event_id, Some(&note), at)
             .await?;
+        let detail = detail_on(&txn, request_id).await?;
         txn.commit().await?;
         self.wake_workers();
-        self.review_detail(request_id).await
+        Ok(detail)
     }
 
     /// Files a request on behalf of the number's owner. The filer may not approve
@@ -641,4 +613,45 @@ impl Store {
         };
         outbox::queue_email(txn, email, at).await
     }
+}
+
+/// A request as staff see it, read on `db` (inside a write transaction, so an
+/// answer is never lost after its commit).
+async fn detail_on(
+    db: &impl ConnectionTrait,
+    request_id: Uuid,
+) -> Result<ReviewDetail, StoreError> {
+    let row = release_request::Entity::find_by_id(request_id)
+        .one(db)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    let account = crate::accounts::referenced_account(db, row.account_id).await?;
+    let number = phone_number::Entity::find_by_id(row.phone_number_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("request of a missing number".into()))?;
+    let in_use_agents = active_agents_using(db, row.phone_number_id).await?;
+    let sms_message_count = sms_message::Entity::find()
+        .filter(sms_message::Column::PhoneNumberId.eq(row.phone_number_id))
+        .count(db)
+        .await?;
+    let claimers = names_of_staff(db, row.claimed_by.into_iter().collect()).await?;
+    let mut request = RequestView::try_from(row.clone())?;
+    request.events = Some(events::timeline(db, request_id).await?);
+    Ok(ReviewDetail {
+        request,
+        account: AccountRef {
+            id: account.id,
+            name: account.name,
+        },
+        account_email: account.email,
+        age_seconds: age_seconds(row.requested_at, now()),
+        requested_by: row.requested_by,
+        claimed_by: staff_ref(row.claimed_by, &claimers),
+        claimed_at: row.claimed_at,
+        number_status: parse_status(&number.status)?,
+        sms_message_count,
+        in_use: !in_use_agents.is_empty(),
+        in_use_agents,
+    })
 }

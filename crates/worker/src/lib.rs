@@ -19,6 +19,13 @@ use releasedesk_store::{OutboxItem, OutboxStatus, RetryPolicy, Store, StoreError
 use tokio::{sync::watch, time::Instant};
 use uuid::Uuid;
 
+/// Outbox deliveries, by kind (`email`, `job`) and outcome (`sent`, `failed`:
+/// will retry, `dead`: gave up).
+pub const OUTBOX_METRIC: &str = "releasedesk_outbox_deliveries_total";
+/// Jobs run, by job and outcome (`released`, `failed`, `busy`,
+/// `already_finished`, `error`).
+pub const JOBS_METRIC: &str = "releasedesk_jobs_total";
+
 use crate::{
     carrier::Carrier,
     jobs::{
@@ -213,6 +220,7 @@ impl Worker {
                     made_available = swept.made_available,
                     redriven = swept.redriven,
                     purged_jobs = swept.purged_jobs,
+                    expired_keys = swept.expired_keys,
                     "sweep"
                 );
             }
@@ -288,14 +296,29 @@ impl Worker {
         item: &OutboxItem,
         outcome: Result<(), JobError>,
     ) -> Result<(), StoreError> {
+        let kind = if item.recipient.is_some() {
+            "email"
+        } else {
+            "job"
+        };
         match outcome {
-            Ok(()) => self.store.outbox_sent(item.id).await,
+            Ok(()) => {
+                self.store.outbox_sent(item.id).await?;
+                metrics::counter!(OUTBOX_METRIC, "kind" => kind, "outcome" => "sent").increment(1);
+                Ok(())
+            }
             Err(error) => {
                 let permanent = !error.is_transient();
                 let status = self
                     .store
                     .outbox_failed(item, &error.to_string(), permanent, &self.config.retry)
                     .await?;
+                let outcome = if status == OutboxStatus::Dead {
+                    "dead"
+                } else {
+                    "failed"
+                };
+                metrics::counter!(OUTBOX_METRIC, "kind" => kind, "outcome" => outcome).increment(1);
                 if status == OutboxStatus::Dead {
                     tracing::error!(outbox.id = %item.id, topic = %item.topic, attempts = item.attempts, %error, "gave up");
                 } else {

@@ -5,6 +5,7 @@ pub mod account;
 pub mod agent;
 pub mod agent_number;
 pub mod api_token;
+pub mod idempotency_key;
 pub mod outbox;
 pub mod phone_number;
 pub mod release_event;

@@ -30,6 +30,26 @@ pub async fn execute_release(
     lease: Duration,
     retry_after: Duration,
 ) -> Result<Executed, JobError> {
+    let executed = run(store, carrier, request_id, lease, retry_after).await;
+    let outcome = match &executed {
+        Ok(Executed::Released) => "released",
+        Ok(Executed::Failed) => "failed",
+        Ok(Executed::Busy) => "busy",
+        Ok(Executed::AlreadyFinished) => "already_finished",
+        Err(_) => "error",
+    };
+    metrics::counter!(crate::JOBS_METRIC, "job" => "execute_release", "outcome" => outcome)
+        .increment(1);
+    executed
+}
+
+async fn run(
+    store: &Store,
+    carrier: &dyn Carrier,
+    request_id: Uuid,
+    lease: Duration,
+    retry_after: Duration,
+) -> Result<Executed, JobError> {
     let work = match store.begin_release(request_id, lease).await? {
         Begin::Execute(work) => work,
         Begin::Busy => return Ok(Executed::Busy),

@@ -14,6 +14,7 @@ pub struct Swept {
     pub made_available: u64,
     pub redriven: usize,
     pub purged_jobs: u64,
+    pub expired_keys: u64,
 }
 
 /// How long finished queue jobs are kept before the sweep purges them.
@@ -36,6 +37,7 @@ pub async fn sweep(
             tracing::debug!(%error, "no finished jobs purged");
             0
         });
+    let expired_keys = store.purge_expired_idempotency_keys().await?;
     let stuck = store.stuck_releases(stale_after, 100).await?;
     let redriven = stuck.len();
     for request_id in stuck {
@@ -48,5 +50,6 @@ pub async fn sweep(
         made_available,
         redriven,
         purged_jobs,
+        expired_keys,
     })
 }

@@ -1,0 +1,222 @@
+//! What operators rely on: `/metrics`, `/readyz`, rate limits.
+
+use releasedesk_store::Backend;
+use releasedesk_tests::{TestApp, assert_error, backend_tests};
+use reqwest::{Method, StatusCode};
+
+backend_tests!(
+    metrics_show_request_counts_queue_depth_and_outbox_backlog_after_traffic,
+    readyz_is_503_while_a_migration_is_missing,
+);
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    response.text().await.unwrap()
+}
+
+async fn metrics_show_request_counts_queue_depth_and_outbox_backlog_after_traffic(app: TestApp) {
+    let acme = app.customer().await;
+    for _ in 0..3 {
+        let number = app.number(&acme).await;
+        app.file_request(&acme, number).await;
+    }
+    let (status, _) = app.get("/api/v1/release-requests", &acme).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.get("/api/v1/no-such-thing", &acme).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let text = scrape(&app).await;
+    let route = "/api/v1/phone-numbers/{id}/request-release";
+    let filed = sample(
+        &text,
+        "http_requests_total",
+        &[("method", "POST"), ("route", route), ("status", "201")],
+    );
+    assert_eq!(filed, Some(3.0), "{text}");
+    assert!(
+        sample(
+            &text,
+            "http_request_duration_seconds_count",
+            &[("route", route), ("status", "201")]
+        )
+        .is_some_and(|n| n >= 3.0),
+        "latency histogram by route: {text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    // Unknown paths are one series, not one per path.
+    assert_eq!(
+        sample(
+            &text,
+            "http_requests_total",
+            &[("route", "unmatched"), ("status", "404")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "releasedesk_release_requests",
+            &[("status", "pending")]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "releasedesk_release_requests",
+            &[("status", "approved")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "releasedesk_oldest_pending_request_age_seconds", &[])
+            .is_some_and(|age| age >= 0.0),
+        "{text}"
+    );
+    // Each filing queued two emails (customer and staff); no worker runs here.
+    assert_eq!(
+        sample(
+            &text,
+            "releasedesk_outbox_backlog",
+            &[("kind", "email"), ("status", "pending")]
+        ),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "releasedesk_database_up", &[]), Some(1.0));
+
+    // A worker round sends them; the process's counters say so.
+    let (worker, _) = app.worker(std::sync::Arc::new(
+        releasedesk_worker::carrier::LocalCarrier,
+    ));
+    worker.drain().await;
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(
+            &text,
+            "releasedesk_outbox_deliveries_total",
+            &[("kind", "email"), ("outcome", "sent")]
+        ),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "releasedesk_outbox_backlog",
+            &[("kind", "email"), ("status", "pending")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+async fn readyz_is_503_while_a_migration_is_missing(app: TestApp) {
+    // As if this binary were newer than the schema: its last migration is not applied.
+    app.execute(
+        "UPDATE seaql_migrations SET version = version || '-hidden' WHERE version = \
+         (SELECT MAX(version) FROM seaql_migrations)",
+    )
+    .await;
+    let (status, body) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+    );
+
+    app.execute("UPDATE seaql_migrations SET version = REPLACE(version, '-hidden', '')")
+        .await;
+    let (status, body) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not() {
+    use std::num::NonZeroU32;
+    let app = TestApp::with_settings(Backend::Sqlite, |settings| {
+        settings.rate_limit.enabled = true;
+        settings.rate_limit.per_second = NonZeroU32::new(1).unwrap();
+        settings.rate_limit.burst = NonZeroU32::new(3).unwrap();
+    })
+    .await
+    .unwrap();
+    let acme = app.customer().await;
+    let globex = app.customer().await;
+
+    for _ in 0..3 {
+        let (status, body) = app.get("/api/v1/phone-numbers", &acme).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let response = app
+        .client
+        .get(format!("{}/api/v1/phone-numbers", app.base_url))
+        .bearer_auth(&acme.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "retry after {retry_after}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+    );
+
+    // Another token has its own allowance; operational endpoints have none.
+    let (status, _) = app.get("/api/v1/phone-numbers", &globex).await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..5 {
+        let (status, _) = app.call(Method::GET, "/healthz", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    // The bucket refills at the configured rate.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _) = app.get("/api/v1/phone-numbers", &acme).await;
+    assert_eq!(status, StatusCode::OK);
+}
