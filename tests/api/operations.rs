@@ -220,3 +220,110 @@ async fn a_token_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not
     let (status, _) = app.get("/api/v1/phone-numbers", &acme).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_and_never_a_token_or_an_email_body() {
+    use releasedesk_tests::{
+        TestDatabase, binary,
+        process::{Environment, Role, Service},
+    };
+    let database = TestDatabase::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let url = database.url();
+    let migrated = binary::run(dir.path(), url, &["migrate"]);
+    assert!(migrated.status.success());
+    let account = binary::admin(
+        dir.path(),
+        url,
+        &[
+            "account",
+            "create",
+            "--name",
+            "Logs Ltd",
+            "--email",
+            "ops@logs.example",
+        ],
+    );
+    let account_id = account["id"].as_str().unwrap();
+    let token = binary::admin(
+        dir.path(),
+        url,
+        &["token", "create", "--account", account_id],
+    );
+    let token = token["token"].as_str().unwrap().to_owned();
+    let number = binary::admin(
+        dir.path(),
+        url,
+        &[
+            "number",
+            "add",
+            "--account",
+            account_id,
+            "--e164",
+            "+15557770001",
+            "--purchased-at",
+            "2020-01-01T00:00:00Z",
+        ],
+    );
+    let number = number["id"].as_str().unwrap();
+
+    let environment = Environment::new(url).set("LOG_FORMAT", "json").set(
+        "RUST_LOG",
+        "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,tower_http=info",
+    );
+    let mut serve = Service::start(Role::Serve, &environment).await;
+    let marker = "Reason-marker-7f3a: this line goes to a new carrier.";
+    let response = reqwest::Client::new()
+        .post(serve.url(&format!("/api/v1/phone-numbers/{number}/request-release")))
+        .bearer_auth(&token)
+        .header("x-request-id", "trace-me-42")
+        .json(&serde_json::json!({ "reason": marker }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+
+    // The emails (which quote the reason) are sent before we look at the logs.
+    let outbox = environment.outbox_dir();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&outbox).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "emails never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mail = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(
+        mail.contains("Reason-marker-7f3a"),
+        "the emails quote the reason"
+    );
+    serve.terminate().await;
+
+    let logs: Vec<serde_json::Value> = serve
+        .output()
+        .iter()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(logs.len() > 3, "JSON log lines: {logs:?}");
+    let text = serve.output().join("\n");
+    assert!(!text.contains(&token), "a token leaked into the logs");
+    assert!(
+        !text.contains(&token["rd_live_".len()..]),
+        "part of a token leaked"
+    );
+    assert!(
+        !text.contains("Reason-marker-7f3a"),
+        "an email body leaked into the logs"
+    );
+    let access = logs
+        .iter()
+        .find(|log| log.to_string().contains("trace-me-42") && log["fields"]["status"] == 201)
+        .unwrap_or_else(|| panic!("no access log line with the request id: {logs:#?}"));
+    assert!(access["fields"]["latency"].is_string(), "{access}");
+}

@@ -5,15 +5,18 @@ use std::{
     process::{Command, Output},
 };
 
-/// The `releasedesk` binary built beside this test binary (`cargo test` and
-/// `cargo nextest` build the workspace's binaries before running tests).
+/// The `releasedesk` binary, as cargo built it for these tests (this package
+/// builds `crates/releasedesk/src/main.rs` as `releasedesk-under-test`).
 pub fn path() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target directory");
-    let binary = dir.join(format!("releasedesk{}", std::env::consts::EXE_SUFFIX));
+    let binary = dir.join(format!(
+        "releasedesk-under-test{}",
+        std::env::consts::EXE_SUFFIX
+    ));
     assert!(
         binary.is_file(),
         "{} is missing: build the workspace first",
