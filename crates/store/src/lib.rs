@@ -14,6 +14,7 @@ pub mod entity;
 mod error;
 mod events;
 mod execution;
+mod import;
 mod jobs;
 mod numbers;
 mod outbox;
@@ -27,14 +28,15 @@ use releasedesk_domain::ReleasePolicy;
 use sea_orm::DatabaseConnection;
 
 pub use accounts::{
-    CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, Principal, StaffPrincipal,
-    StaffRole,
+    CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, Principal, RevokedToken,
+    StaffPrincipal, StaffRole, TokenRef,
 };
 pub use agents::{AgentPatch, AgentView, NewAgent};
 pub use db::{Backend, DbOptions, Pool, connect};
 pub use error::StoreError;
 pub use events::{Actor, EventView};
 pub use execution::{Begin, ReleaseWork};
+pub use import::{ImportOutcome, ImportRow};
 pub use numbers::{
     Blocker, ConfigPatch, NewNumber, NumberConfig, NumberPatch, NumberView, ReleasePreview,
 };
