@@ -1,9 +1,11 @@
 //! The real binary: admin commands, the demo, and `serve --demo` on both backends.
 
-use std::{process::Stdio, time::Duration};
+use std::{collections::HashSet, path::Path, process::Stdio, time::Duration};
 
-use releasedesk_tests::{TestDatabase, binary};
-use reqwest::StatusCode;
+use releasedesk_domain::{E164, Money};
+use releasedesk_store::{ImportOutcome, ImportRow, NewNumber};
+use releasedesk_tests::{Customer, TestApp, TestDatabase, assert_error, backend_tests, binary};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -208,4 +210,290 @@ async fn serve_demo_prints_tokens_that_file_a_request() {
         assert!(status.success(), "{status}");
     })
     .await;
+}
+
+backend_tests!(
+    import_of_5000_rows_is_listed_by_the_api,
+    a_file_with_two_bad_rows_imports_nothing_and_reports_both,
+    a_row_repeating_a_number_in_the_inventory_imports_nothing,
+    an_import_into_an_unknown_account_is_not_found,
+    a_unique_violation_while_inserting_rolls_the_whole_import_back,
+    a_revoked_token_gets_401_and_other_tokens_of_the_account_still_work,
+);
+
+/// The database URL of `app`, for the binary.
+fn url(app: &TestApp) -> &str {
+    app.settings.database.url.expose()
+}
+
+/// `+1444` and seven digits: never one of `TestApp::number`'s `+1555…` numbers.
+fn e164(i: usize) -> String {
+    format!("+1444{i:07}")
+}
+
+/// A CSV file with a header and `rows` (already joined by commas).
+fn csv_file(dir: &Path, rows: impl IntoIterator<Item = String>) -> String {
+    let mut text = String::from("e164,friendly_name,purchased_at,monthly_price\n");
+    for row in rows {
+        text.push_str(&row);
+        text.push('\n');
+    }
+    let path = dir.join("numbers.csv");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn good_row(i: usize) -> String {
+    format!("{},Line {i},2026-01-02T03:04:05Z,2.50", e164(i))
+}
+
+/// Runs `admin number import` that must fail; returns its stderr JSON.
+fn failed_import(dir: &Path, app: &TestApp, account: &str, csv: &str) -> Value {
+    let output = binary::run(
+        dir,
+        url(app),
+        &[
+            "admin",
+            "number",
+            "import",
+            "--account",
+            account,
+            "--csv",
+            csv,
+        ],
+    );
+    assert!(!output.status.success(), "the import must fail");
+    assert!(output.stdout.is_empty(), "errors go to stderr only");
+    serde_json::from_slice(&output.stderr).unwrap_or_else(|e| {
+        panic!(
+            "stderr is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// Every number the customer sees through the API, page by page.
+async fn listed_numbers(app: &TestApp, who: &Customer) -> Vec<Value> {
+    let mut numbers = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/phone-numbers?limit=200&cursor={c}"),
+            None => "/api/v1/phone-numbers?limit=200".to_owned(),
+        };
+        let (status, body) = app.get(&path, who).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        numbers.extend(body["data"].as_array().unwrap().iter().cloned());
+        match &body["next_cursor"] {
+            Value::String(next) => cursor = Some(next.clone()),
+            _ => return numbers,
+        }
+    }
+    panic!("paging did not end");
+}
+
+async fn import_of_5000_rows_is_listed_by_the_api(app: TestApp) {
+    let acme = app.customer().await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = csv_file(dir.path(), (0..5000).map(good_row));
+    let account = acme.account_id.to_string();
+    let started = std::time::Instant::now();
+    let printed = binary::admin(
+        dir.path(),
+        url(&app),
+        &["number", "import", "--account", &account, "--csv", &csv],
+    );
+    eprintln!("imported 5000 rows in {:?}", started.elapsed());
+    assert_eq!(printed, json!({"account_id": account, "imported": 5000}));
+
+    let listed = listed_numbers(&app, &acme).await;
+    let phone_numbers: HashSet<&str> = listed
+        .iter()
+        .map(|n| n["phone_number"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..5000).map(e164).collect();
+    assert_eq!(listed.len(), 5000);
+    assert_eq!(
+        phone_numbers,
+        expected.iter().map(String::as_str).collect::<HashSet<_>>()
+    );
+    let one = listed
+        .iter()
+        .find(|n| n["phone_number"] == e164(1234))
+        .unwrap();
+    assert_eq!(one["status"], "active");
+    assert_eq!(one["friendly_name"], "Line 1234");
+    assert_eq!(one["monthly_price"], "2.50");
+    assert_eq!(one["purchased_at"], "2026-01-02T03:04:05Z");
+    assert_eq!(one["billing_cycle_started_at"], "2026-01-02T03:04:05Z");
+}
+
+async fn a_file_with_two_bad_rows_imports_nothing_and_reports_both(app: TestApp) {
+    let acme = app.customer().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Line 1 is the header, so row i is on line i + 2.
+    let rows = (0..200).map(|i| match i {
+        8 => "555-0100,Bad number,,".to_owned(),
+        148 => format!("{},,,abc", e164(i)),
+        _ => good_row(i),
+    });
+    let csv = csv_file(dir.path(), rows);
+    let error = failed_import(dir.path(), &app, &acme.account_id.to_string(), &csv);
+
+    assert_eq!(error["success"], false);
+    assert_eq!(error["code"], "VALIDATION_ERROR");
+    let details = error["details"].as_array().unwrap();
+    let at: Vec<(u64, &str)> = details
+        .iter()
+        .map(|d| {
+            assert!(d["message"].as_str().is_some_and(|m| !m.is_empty()), "{d}");
+            (d["line"].as_u64().unwrap(), d["column"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(at, [(10, "e164"), (150, "monthly_price")], "{error}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM phone_numbers").await, 0);
+}
+
+async fn a_row_repeating_a_number_in_the_inventory_imports_nothing(app: TestApp) {
+    let acme = app.customer().await;
+    let other = app.customer().await;
+    app.store
+        .add_number(NewNumber {
+            account_id: other.account_id,
+            e164: E164::parse(&e164(30)).unwrap(),
+            purchased_at: None,
+            monthly_price: Money::from_minor(115),
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let account = acme.account_id.to_string();
+
+    // Valid in itself, but the number on line 32 belongs to another account.
+    let csv = csv_file(dir.path(), (0..100).map(good_row));
+    let error = failed_import(dir.path(), &app, &account, &csv);
+    assert_eq!(error["code"], "VALIDATION_ERROR");
+    assert_eq!(
+        error["details"],
+        json!([{"line": 32, "column": "e164", "message": "this number is already in the inventory"}])
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM phone_numbers").await, 1);
+
+    // A number listed twice in the file is reported on its second line.
+    let rows = (100..150).chain([120]).map(good_row);
+    let csv = csv_file(dir.path(), rows);
+    let error = failed_import(dir.path(), &app, &account, &csv);
+    let details = error["details"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{error}");
+    assert_eq!(details[0]["line"], 52);
+    assert!(
+        details[0]["message"].as_str().unwrap().contains("line 22"),
+        "{error}"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM phone_numbers").await, 1);
+    assert!(listed_numbers(&app, &acme).await.is_empty());
+}
+
+async fn an_import_into_an_unknown_account_is_not_found(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = csv_file(dir.path(), (0..3).map(good_row));
+    let error = failed_import(dir.path(), &app, &uuid::Uuid::now_v7().to_string(), &csv);
+    assert_eq!(error["code"], "NOT_FOUND", "{error}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM phone_numbers").await, 0);
+}
+
+/// The CLI rejects repeats before it writes; the store must still hold when the
+/// database is the one to notice (a concurrent insert, or a caller without the
+/// check): the unique violation in the second batch undoes the first batch too.
+async fn a_unique_violation_while_inserting_rolls_the_whole_import_back(app: TestApp) {
+    let acme = app.customer().await;
+    let row = |i: usize| ImportRow {
+        e164: E164::parse(&e164(i)).unwrap(),
+        friendly_name: None,
+        purchased_at: None,
+        monthly_price: Money::from_minor(115),
+    };
+    let rows: Vec<ImportRow> = (0..1200).map(row).chain([row(3)]).collect();
+    let outcome = app
+        .store
+        .import_numbers(acme.account_id, &rows, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(outcome, ImportOutcome::DuplicateInImport(vec![1200]));
+    assert_eq!(app.count("SELECT COUNT(*) FROM phone_numbers").await, 0);
+
+    // And the same rows without the repeat go in whole.
+    let outcome = app
+        .store
+        .import_numbers(acme.account_id, &rows[..1200], &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(outcome, ImportOutcome::Imported(1200));
+    assert_eq!(app.count("SELECT COUNT(*) FROM phone_numbers").await, 1200);
+}
+
+async fn a_revoked_token_gets_401_and_other_tokens_of_the_account_still_work(app: TestApp) {
+    let acme = app.customer().await;
+    let dir = tempfile::tempdir().unwrap();
+    let account = acme.account_id.to_string();
+    let issue = || {
+        binary::admin(
+            dir.path(),
+            url(&app),
+            &["token", "create", "--account", &account],
+        )
+    };
+    let (by_id, by_secret) = (issue(), issue());
+    let list = async |token: &str| {
+        app.call(Method::GET, "/api/v1/phone-numbers", Some(token), None)
+            .await
+    };
+    for token in [&by_id, &by_secret] {
+        assert_eq!(
+            list(token["token"].as_str().unwrap()).await.0,
+            StatusCode::OK
+        );
+    }
+
+    let id = by_id["id"].as_str().unwrap();
+    let revoked = binary::admin(dir.path(), url(&app), &["token", "revoke", "--token", id]);
+    assert_eq!(revoked["id"], id);
+    let revoked_at = revoked["revoked_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(revoked_at).is_ok(),
+        "{revoked}"
+    );
+    let (status, body) = list(by_id["token"].as_str().unwrap()).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(list(&acme.token).await.0, StatusCode::OK);
+    assert_eq!(
+        list(by_secret["token"].as_str().unwrap()).await.0,
+        StatusCode::OK
+    );
+
+    // Revoking again changes nothing.
+    let again = binary::admin(dir.path(), url(&app), &["token", "revoke", "--token", id]);
+    assert_eq!(again, revoked);
+
+    // By the token itself.
+    let secret = by_secret["token"].as_str().unwrap();
+    let revoked = binary::admin(
+        dir.path(),
+        url(&app),
+        &["token", "revoke", "--secret", secret],
+    );
+    assert_eq!(revoked["id"], by_secret["id"]);
+    let (status, body) = list(secret).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(list(&acme.token).await.0, StatusCode::OK);
+
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let output = binary::run(
+        dir.path(),
+        url(&app),
+        &["admin", "token", "revoke", "--token", &unknown],
+    );
+    assert!(!output.status.success());
+    let error: Value = serde_json::from_slice(&output.stderr).unwrap();
+    assert_eq!(error["code"], "NOT_FOUND", "{error}");
 }

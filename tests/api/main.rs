@@ -6,6 +6,7 @@
 
 mod agents;
 mod cli;
+mod compose;
 mod concurrency;
 mod console;
 mod e2e;

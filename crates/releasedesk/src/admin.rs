@@ -1,16 +1,20 @@
 //! `releasedesk admin …`: operator commands that print one JSON object to stdout
 //! (errors: one JSON object to stderr and a non-zero exit).
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use chrono::{DateTime, Utc};
-use clap::{Subcommand, ValueEnum};
-use releasedesk_domain::{AgentName, E164, Money};
-use releasedesk_store::{NewAgent, NewNumber, StaffRole, Store, StoreError};
+use clap::{ArgGroup, Subcommand, ValueEnum};
+use releasedesk_domain::{AgentName, DomainError, E164, Money};
+use releasedesk_store::{NewAgent, NewNumber, StaffRole, Store, StoreError, TokenRef};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{StartupError, config::Settings, open_store};
+
+mod import;
+
+use import::ImportError;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -46,9 +50,24 @@ pub enum AccountCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
+    /// Issue a customer API token for an account -> {"id", "token"} (the token is
+    /// shown once).
     Create {
         #[arg(long)]
         account: Uuid,
+    },
+    /// Revoke a customer API token -> {"id", "revoked_at"}. From then on the API
+    /// answers 401 to it. Revoking a revoked token changes nothing and prints the
+    /// first revoked_at; an unknown token is NOT_FOUND.
+    #[command(group(ArgGroup::new("which").required(true).args(["token", "secret"])))]
+    Revoke {
+        /// The token's id, as printed by `admin token create`.
+        #[arg(long, value_name = "ID")]
+        token: Option<Uuid>,
+        /// The token itself (rd_live_…). It shows in the process list and shell
+        /// history: prefer --token.
+        #[arg(long, value_name = "TOKEN")]
+        secret: Option<String>,
     },
 }
 
@@ -64,6 +83,20 @@ pub enum NumberCommand {
         purchased_at: Option<DateTime<Utc>>,
         #[arg(long, default_value = "1.15")]
         monthly_price: String,
+    },
+    /// Import numbers from a CSV file into an account, all or nothing ->
+    /// {"account_id", "imported"}. The header row names the columns: e164
+    /// (required), friendly_name, purchased_at (RFC 3339; default now),
+    /// monthly_price (e.g. 1.15; default 1.15). Every row is checked first; if any
+    /// is invalid, repeats a number of the file, or names a number already in the
+    /// inventory, all of them are reported as one JSON object on stderr (with
+    /// their line numbers) and nothing is imported.
+    Import {
+        #[arg(long)]
+        account: Uuid,
+        /// The CSV file (UTF-8, comma-separated, with a header row).
+        #[arg(long, value_name = "FILE")]
+        csv: PathBuf,
     },
 }
 
@@ -108,12 +141,30 @@ pub enum StaffCommand {
     },
 }
 
+/// Why an admin command failed; rendered as one JSON object on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// The thing a command names does not exist.
+    #[error("no such {0}")]
+    NotFound(&'static str),
+}
+
+impl From<DomainError> for AdminError {
+    fn from(error: DomainError) -> Self {
+        Self::Store(error.into())
+    }
+}
+
 /// Runs the command and prints its JSON result; returns the exit code.
 pub async fn run(settings: &Settings, command: AdminCommand) -> ExitCode {
     let result = match open_store(settings).await {
         Ok(store) => execute(&store, command).await,
-        Err(StartupError::Store(e)) => Err(e),
-        Err(other) => Err(StoreError::Config(other.to_string())),
+        Err(StartupError::Store(e)) => Err(e.into()),
+        Err(other) => Err(StoreError::Config(other.to_string()).into()),
     };
     match result {
         Ok(value) => {
@@ -127,7 +178,17 @@ pub async fn run(settings: &Settings, command: AdminCommand) -> ExitCode {
     }
 }
 
-fn error_json(error: &StoreError) -> Value {
+fn error_json(error: &AdminError) -> Value {
+    match error {
+        AdminError::Store(error) => store_error_json(error),
+        AdminError::Import(error) => error.to_json(),
+        AdminError::NotFound(_) => {
+            json!({"success": false, "code": "NOT_FOUND", "message": error.to_string()})
+        }
+    }
+}
+
+fn store_error_json(error: &StoreError) -> Value {
     match error {
         StoreError::Domain(e) => {
             let mut body = json!({"success": false, "code": e.code(), "message": e.to_string()});
@@ -143,7 +204,15 @@ fn error_json(error: &StoreError) -> Value {
     }
 }
 
-async fn execute(store: &Store, command: AdminCommand) -> Result<Value, StoreError> {
+/// `NotFound` from the store, said with the name of what is missing.
+fn not_found_as(what: &'static str) -> impl Fn(StoreError) -> AdminError {
+    move |error| match error {
+        StoreError::Domain(DomainError::NotFound) => AdminError::NotFound(what),
+        other => other.into(),
+    }
+}
+
+async fn execute(store: &Store, command: AdminCommand) -> Result<Value, AdminError> {
     store.migrate().await?;
     Ok(match command {
         AdminCommand::Account(AccountCommand::Create { name, email }) => {
@@ -152,6 +221,20 @@ async fn execute(store: &Store, command: AdminCommand) -> Result<Value, StoreErr
         AdminCommand::Token(TokenCommand::Create { account }) => {
             json!(store.create_token(account).await?)
         }
+        AdminCommand::Token(TokenCommand::Revoke { token, secret }) => {
+            let which = match (token, secret.as_deref()) {
+                (Some(id), _) => TokenRef::Id(id),
+                (None, Some(secret)) => TokenRef::Secret(secret),
+                // clap's group requires one of the two.
+                (None, None) => return Err(AdminError::NotFound("token")),
+            };
+            json!(
+                store
+                    .revoke_token(which)
+                    .await
+                    .map_err(not_found_as("token"))?
+            )
+        }
         AdminCommand::Number(NumberCommand::Add {
             account,
             e164,
@@ -159,10 +242,7 @@ async fn execute(store: &Store, command: AdminCommand) -> Result<Value, StoreErr
             monthly_price,
         }) => {
             let monthly_price: Money = monthly_price.parse().map_err(|_| {
-                releasedesk_domain::DomainError::invalid(
-                    "monthly_price",
-                    "must be a decimal amount such as 1.15",
-                )
+                DomainError::invalid("monthly_price", "must be a decimal amount such as 1.15")
             })?;
             let new = NewNumber {
                 account_id: account,
@@ -172,6 +252,10 @@ async fn execute(store: &Store, command: AdminCommand) -> Result<Value, StoreErr
             };
             let number = store.add_number(new).await?;
             json!({"id": number.id, "phone_number": number.phone_number})
+        }
+        AdminCommand::Number(NumberCommand::Import { account, csv }) => {
+            let imported = import::run(store, account, &csv).await?;
+            json!({"account_id": account, "imported": imported})
         }
         AdminCommand::Sms(SmsCommand::Add { number, count }) => {
             let total = store.add_sms(number, count).await?;

@@ -41,6 +41,22 @@ pub struct CreatedToken {
     pub token: String,
 }
 
+/// A revoked customer token: when it stopped working.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevokedToken {
+    pub id: Uuid,
+    pub revoked_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Which customer token to revoke.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenRef<'a> {
+    /// The id printed by `admin token create`.
+    Id(Uuid),
+    /// The token itself (`rd_live_…`).
+    Secret(&'a str),
+}
+
 /// A staff member and their token, shown once.
 #[derive(Debug, Clone, Serialize)]
 pub struct CreatedStaff {
@@ -184,6 +200,39 @@ impl Store {
         .exec_without_returning(&self.db)
         .await?;
         Ok(CreatedToken { id, token })
+    }
+
+    /// Revokes a customer token: from now on it authenticates nobody. Idempotent:
+    /// revoking a revoked token changes nothing and answers the first `revoked_at`.
+    /// An unknown token is `NotFound`.
+    pub async fn revoke_token(&self, token: TokenRef<'_>) -> Result<RevokedToken, StoreError> {
+        let by = match token {
+            TokenRef::Id(id) => api_token::Column::Id.eq(id),
+            TokenRef::Secret(secret) => api_token::Column::TokenHash.eq(hash_token(secret.trim())),
+        };
+        // Guarded: only a live token gets a `revoked_at`, so a second revocation
+        // keeps the first time.
+        api_token::Entity::update_many()
+            .col_expr(
+                api_token::Column::RevokedAt,
+                sea_orm::sea_query::Expr::value(Some(now())),
+            )
+            .filter(by.clone())
+            .filter(api_token::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        let row = api_token::Entity::find()
+            .filter(by)
+            .one(&self.db)
+            .await?
+            .ok_or(DomainError::NotFound)?;
+        let revoked_at = row
+            .revoked_at
+            .ok_or_else(|| StoreError::Corrupt(format!("api token {} not revoked", row.id)))?;
+        Ok(RevokedToken {
+            id: row.id,
+            revoked_at,
+        })
     }
 
     /// Creates a staff member with a fresh staff token.

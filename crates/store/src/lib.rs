@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod execution;
 mod idempotency;
+mod import;
 mod jobs;
 mod numbers;
 mod outbox;
@@ -29,8 +30,8 @@ use releasedesk_domain::ReleasePolicy;
 use sea_orm::DatabaseConnection;
 
 pub use accounts::{
-    CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, Principal, StaffPrincipal,
-    StaffRole,
+    CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, Principal, RevokedToken,
+    StaffPrincipal, StaffRole, TokenRef,
 };
 pub use agents::{AgentPatch, AgentView, NewAgent};
 pub use db::{Backend, DbOptions, Pool, connect};
@@ -38,6 +39,7 @@ pub use error::StoreError;
 pub use events::{Actor, EventView};
 pub use execution::{Begin, ReleaseWork};
 pub use idempotency::{KeyClaim, KeyScope, KeyTimes, StoredResponse};
+pub use import::{ImportOutcome, ImportRow};
 pub use numbers::{
     Blocker, ConfigPatch, NewNumber, NumberConfig, NumberPatch, NumberView, ReleasePreview,
 };
