@@ -12,6 +12,7 @@ mod e2e;
 mod envelope;
 mod mail;
 mod numbers;
+mod openapi;
 mod paging;
 mod requests;
 mod reviewer;

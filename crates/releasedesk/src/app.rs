@@ -53,7 +53,8 @@ pub fn router(store: Store, parts: Parts, console: ConsoleSettings) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(store.clone());
+        .with_state(store.clone())
+        .merge(crate::openapi::routes());
     if parts.customer_api {
         app = app.merge(releasedesk_api::router(store.clone()));
     }

@@ -20,6 +20,7 @@ mod outbox;
 mod paging;
 mod requests;
 mod review;
+pub mod schema;
 
 use std::sync::Arc;
 
