@@ -22,7 +22,8 @@ backend_tests!(every_documented_operation_is_routed);
 /// Routes that are deliberately not in the document: the reviewer console (HTML
 /// forms, not an API) and the document and its reference themselves.
 fn undocumented_on_purpose(path: &str) -> bool {
-    (path.starts_with("/reviewer/") && !path.starts_with("/reviewer/api/"))
+    let console = path == "/reviewer" || path.starts_with("/reviewer/");
+    (console && !path.starts_with("/reviewer/api/"))
         || path == DOCUMENT_PATH
         || path == DOCS_PATH
         || path.starts_with(&format!("{DOCS_PATH}/"))
@@ -280,6 +281,18 @@ fn every_route_in_the_sources_is_documented() {
             found.push((relative.clone(), full, methods));
         }
     }
+    assert_eq!(
+        route_calls(
+            "Router::new()\n  .route(\"/x/{id}\", get(show).post(create))\n  .route(\"/y\", patch(budget))"
+        ),
+        [
+            (
+                "/x/{id}".to_owned(),
+                vec!["GET".to_owned(), "POST".to_owned()]
+            ),
+            ("/y".to_owned(), vec!["PATCH".to_owned()]),
+        ]
+    );
     assert!(
         found.iter().any(|(_, path, _)| path == "/healthz")
             && found.iter().any(|(_, path, _)| path == "/reviewer/queue"),

@@ -99,15 +99,15 @@ impl RequestReleaseBody {
 pub struct ConfigBody {
     /// An email address whose messages are sent as SMS from this number.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, max_length = 254, example = "ops@example.com")]
+    #[schema(value_type = Option<String>, format = Email, max_length = 254, example = "ops@example.com")]
     email_to_sms: Option<Option<String>>,
     /// An `http` or `https` URL called for incoming SMS.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, max_length = 2048)]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = r"^https?://[^/?#\s]+[^\s]*$", example = "https://example.com/hooks/sms")]
     sms_webhook_url: Option<Option<String>>,
     /// An `http` or `https` URL called for incoming calls.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, max_length = 2048)]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = r"^https?://[^/?#\s]+[^\s]*$", example = "https://example.com/hooks/voice")]
     voice_webhook_url: Option<Option<String>>,
 }
 

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use releasedesk_domain::{DomainError, FieldError, InUseAgent};
 use serde_json::{Value, json};
 use utoipa::{
-    IntoParams, Modify, ToSchema,
+    IntoParams, Modify, PartialSchema, ToSchema,
     openapi::{
         Components, ContentBuilder, HttpMethod, ObjectBuilder, OpenApi, Ref, RefOr, Required,
         ResponseBuilder, Type,
@@ -245,6 +245,12 @@ fn header_ref(name: &str) -> Ref {
 }
 
 fn add_components(components: &mut Components) {
+    components
+        .schemas
+        .insert(ErrorEnvelope::name().into_owned(), ErrorEnvelope::schema());
+    let mut dependencies = Vec::new();
+    ErrorEnvelope::schemas(&mut dependencies);
+    components.schemas.extend(dependencies);
     let string = || ObjectBuilder::new().schema_type(Type::String);
     components.security_schemes.insert(
         CUSTOMER_TOKEN.into(),

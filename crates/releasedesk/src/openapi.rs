@@ -54,6 +54,7 @@ struct Health {
 #[utoipa::path(
     get,
     path = "/healthz",
+    operation_id = "healthz",
     tag = "operations",
     responses((status = 200, description = "The process is up.", body = DataEnvelope<Health>,
         example = json!({"success": true, "data": {"status": "ok"}}))),
@@ -65,6 +66,7 @@ fn healthz() {}
 #[utoipa::path(
     get,
     path = "/readyz",
+    operation_id = "readyz",
     tag = "operations",
     responses((status = 200, description = "Ready.", body = DataEnvelope<Health>,
         example = json!({"success": true, "data": {"status": "ready"}}))),
@@ -76,6 +78,7 @@ fn readyz() {}
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "metrics",
     tag = "operations",
     responses((status = 200, description = "Metrics in the Prometheus text exposition format.",
         body = String, content_type = "text/plain; version=0.0.4")),

@@ -50,6 +50,7 @@ fn routes() -> OpenApiRouter<Store> {
 #[utoipa::path(
     get,
     path = "/queue",
+    operation_id = "review_queue",
     tag = "reviewer",
     security(("staff_token" = [])),
     params(
@@ -74,6 +75,7 @@ async fn queue(
 #[utoipa::path(
     get,
     path = "/release-requests/{id}",
+    operation_id = "review_release_request",
     tag = "reviewer",
     security(("staff_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The request's id.")),
@@ -93,6 +95,7 @@ async fn detail(
 #[utoipa::path(
     post,
     path = "/release-requests/{id}/claim",
+    operation_id = "claim_release_request",
     tag = "reviewer",
     security(("staff_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The request's id.")),
@@ -111,6 +114,7 @@ async fn claim(
 #[utoipa::path(
     post,
     path = "/release-requests/{id}/unclaim",
+    operation_id = "unclaim_release_request",
     tag = "reviewer",
     security(("staff_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The request's id.")),
@@ -132,6 +136,7 @@ async fn unclaim(
 #[utoipa::path(
     post,
     path = "/release-requests/{id}/approve",
+    operation_id = "approve_release_request",
     tag = "reviewer",
     security(("staff_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The request's id.")),
@@ -153,6 +158,7 @@ async fn approve(
 #[utoipa::path(
     post,
     path = "/release-requests/{id}/cancel",
+    operation_id = "staff_cancel_release_request",
     tag = "reviewer",
     security(("staff_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The request's id.")),
@@ -176,6 +182,7 @@ async fn cancel(
 #[utoipa::path(
     post,
     path = "/phone-numbers/{id}/request-release",
+    operation_id = "file_release_request_on_behalf",
     tag = "reviewer",
     security(("staff_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The number's id.")),
@@ -198,6 +205,7 @@ async fn file_on_behalf(
 #[utoipa::path(
     get,
     path = "/outbox",
+    operation_id = "list_outbox",
     tag = "reviewer",
     security(("staff_token" = [])),
     params(

@@ -13,6 +13,7 @@ use crate::{
 #[utoipa::path(
     get,
     path = "/agents",
+    operation_id = "list_agents",
     tag = "agents",
     security(("customer_token" = [])),
     params(PageParams),
@@ -33,6 +34,7 @@ pub async fn list(
 #[utoipa::path(
     post,
     path = "/agents",
+    operation_id = "create_agent",
     tag = "agents",
     security(("customer_token" = [])),
     request_body = CreateAgentBody,
@@ -52,6 +54,7 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/agents/{id}",
+    operation_id = "get_agent",
     tag = "agents",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The agent's id.")),
@@ -71,6 +74,7 @@ pub async fn get(
 #[utoipa::path(
     patch,
     path = "/agents/{id}",
+    operation_id = "update_agent",
     tag = "agents",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The agent's id.")),

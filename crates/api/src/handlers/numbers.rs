@@ -17,6 +17,7 @@ use crate::{
 #[utoipa::path(
     get,
     path = "/phone-numbers",
+    operation_id = "list_phone_numbers",
     tag = "phone numbers",
     security(("customer_token" = [])),
     params(
@@ -40,6 +41,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/phone-numbers/{id}",
+    operation_id = "get_phone_number",
     tag = "phone numbers",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The number's id.")),
@@ -59,6 +61,7 @@ pub async fn get(
 #[utoipa::path(
     patch,
     path = "/phone-numbers/{id}",
+    operation_id = "update_phone_number",
     tag = "phone numbers",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The number's id.")),
@@ -82,6 +85,7 @@ pub async fn patch(
 #[utoipa::path(
     get,
     path = "/phone-numbers/{id}/release-preview",
+    operation_id = "preview_release",
     tag = "phone numbers",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The number's id.")),
@@ -102,6 +106,7 @@ pub async fn release_preview(
 #[utoipa::path(
     post,
     path = "/phone-numbers/{id}/request-release",
+    operation_id = "request_release",
     tag = "phone numbers",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The number's id.")),
@@ -129,6 +134,7 @@ pub async fn request_release(
 #[utoipa::path(
     post,
     path = "/phone-numbers/{id}/reclaim",
+    operation_id = "reclaim_phone_number",
     tag = "phone numbers",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The number's id.")),

@@ -15,6 +15,7 @@ use crate::{
 #[utoipa::path(
     get,
     path = "/release-requests",
+    operation_id = "list_release_requests",
     tag = "release requests",
     security(("customer_token" = [])),
     params(
@@ -38,6 +39,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/release-requests/{id}",
+    operation_id = "get_release_request",
     tag = "release requests",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The request's id.")),
@@ -55,6 +57,7 @@ pub async fn get(
 #[utoipa::path(
     post,
     path = "/release-requests/{id}/cancel",
+    operation_id = "cancel_release_request",
     tag = "release requests",
     security(("customer_token" = [])),
     params(("id" = uuid::Uuid, Path, description = "The request's id.")),
