@@ -258,6 +258,19 @@ fn operations_document_their_own_error_codes() {
     assert_eq!(in_use["success"], false);
     assert_eq!(in_use["code"], "PHONE_NUMBER_IN_USE");
     assert_eq!(in_use["details"][0]["field"], "agent_ids");
+    let forbidden = |path: &str, method: &str| {
+        doc["paths"][path][method]["responses"]["403"]["content"]["application/json"]["examples"]
+            ["FORBIDDEN"]["value"]["message"]
+            .clone()
+    };
+    assert_eq!(
+        forbidden(approve, "post"),
+        "this API is for support staff only"
+    );
+    assert_eq!(
+        forbidden("/api/v1/agents", "get"),
+        "staff tokens cannot use the customer API"
+    );
 }
 
 /// Every `.route("…", get(…).post(…))` in the crates' sources is either in the

@@ -377,12 +377,20 @@ fn apply(catalogue: &[ErrorDoc], path: &str, method: HttpMethod, operation: &mut
     }
     add(&["UNAVAILABLE", "INTERNAL"]);
 
+    // The catalogue's FORBIDDEN is the customer API's; staff endpoints refuse
+    // customer tokens with their own message.
+    let staff_forbidden =
+        ErrorDoc::of(&DomainError::Forbidden("this API is for support staff only").into());
+    let staff = operation.security.iter().flatten().any(|requirement| {
+        serde_json::to_value(requirement).is_ok_and(|value| value.get(STAFF_TOKEN).is_some())
+    });
     let mut by_status: BTreeMap<u16, Vec<&ErrorDoc>> = BTreeMap::new();
     for code in &codes {
-        let doc = catalogue
-            .iter()
-            .find(|doc| doc.code == code)
-            .unwrap_or_else(|| panic!("{path}: unknown error code {code} in {ERROR_CODES}"));
+        let doc = match catalogue.iter().find(|doc| doc.code == code) {
+            Some(doc) if staff && doc.code == "FORBIDDEN" => &staff_forbidden,
+            Some(doc) => doc,
+            None => panic!("{path}: unknown error code {code} in {ERROR_CODES}"),
+        };
         let docs = by_status.entry(doc.status).or_default();
         if !docs.iter().any(|d| d.code == doc.code) {
             docs.push(doc);
