@@ -88,7 +88,7 @@ async fn reviewer_signs_in_approves_one_request_and_cancels_another() {
         .send_keys(&riley.token)
         .await
         .unwrap();
-    find(&browser, "#sign-in").await.click().await.unwrap();
+    submit(&browser, "#sign-in", "form.filters").await;
     assert!(
         c.current_url()
             .await

@@ -14,6 +14,7 @@ mod envelope;
 mod idempotency;
 mod mail;
 mod numbers;
+mod openapi;
 mod operations;
 mod outage;
 mod paging;

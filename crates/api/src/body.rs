@@ -79,8 +79,11 @@ fn parse_nullable<T>(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Why the number should be released.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RequestReleaseBody {
+    /// 10 to 500 characters (Unicode characters, not bytes) after trimming.
+    #[schema(value_type = String, min_length = 10, max_length = 500, example = "We no longer need this line at all.")]
     reason: Option<String>,
 }
 
@@ -90,21 +93,31 @@ impl RequestReleaseBody {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A number's configuration; a field left out stays, `null` clears it.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigBody {
+    /// An email address whose messages are sent as SMS from this number.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, format = Email, max_length = 254, example = "ops@example.com")]
     email_to_sms: Option<Option<String>>,
+    /// An `http` or `https` URL called for incoming SMS.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = r"^https?://[^/?#\s]+[^\s]*$", example = "https://example.com/hooks/sms")]
     sms_webhook_url: Option<Option<String>>,
+    /// An `http` or `https` URL called for incoming calls.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = r"^https?://[^/?#\s]+[^\s]*$", example = "https://example.com/hooks/voice")]
     voice_webhook_url: Option<Option<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A change to a number: a field left out stays, `null` clears it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchNumberBody {
+    /// 1 to 64 characters after trimming.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, example = "Support line")]
     friendly_name: Option<Option<String>>,
     #[serde(default)]
     config: Option<ConfigBody>,
@@ -132,10 +145,15 @@ impl PatchNumberBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new agent.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateAgentBody {
+    /// 1 to 100 characters after trimming.
+    #[schema(value_type = String, min_length = 1, max_length = 100, example = "Front desk")]
     name: Option<String>,
+    /// Default `true`.
     active: Option<bool>,
+    /// Active numbers of the account that the agent uses (default none).
     phone_number_ids: Option<Vec<Uuid>>,
 }
 
@@ -153,9 +171,13 @@ impl CreateAgentBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A change to an agent; a field left out stays. `phone_number_ids` replaces
+/// the whole set.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchAgentBody {
+    /// 1 to 100 characters after trimming.
+    #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
     active: Option<bool>,
     phone_number_ids: Option<Vec<Uuid>>,

@@ -100,14 +100,14 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Self::Domain(DomainError::Forbidden(why)) => (*why).to_owned(),
             other => other.to_string(),
         }
     }
 
-    fn details(&self) -> Option<Value> {
+    pub(crate) fn details(&self) -> Option<Value> {
         match self {
             Self::Domain(DomainError::Validation(fields)) => Some(json!(fields)),
             Self::Domain(DomainError::PhoneNumberInUse(agents)) => Some(

@@ -8,6 +8,7 @@ mod error;
 pub mod extract;
 pub mod guard;
 mod handlers;
+pub mod openapi;
 
 use std::any::Any;
 
@@ -16,37 +17,39 @@ use axum::{
     body::Body,
     http::{Response, StatusCode, header},
     response::IntoResponse,
-    routing::{get, post},
 };
 use releasedesk_store::Store;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::ApiError;
 use handlers::{agents, numbers, requests};
 
 /// The customer API's routes, under `/api/v1`.
 pub fn router(store: Store) -> Router {
-    let v1 = Router::new()
-        .route("/phone-numbers", get(numbers::list))
-        .route(
-            "/phone-numbers/{id}",
-            get(numbers::get).patch(numbers::patch),
-        )
-        .route(
-            "/phone-numbers/{id}/release-preview",
-            get(numbers::release_preview),
-        )
-        .route(
-            "/phone-numbers/{id}/request-release",
-            post(numbers::request_release),
-        )
-        .route("/phone-numbers/{id}/reclaim", post(numbers::reclaim))
-        .route("/release-requests", get(requests::list))
-        .route("/release-requests/{id}", get(requests::get))
-        .route("/release-requests/{id}/cancel", post(requests::cancel))
-        .route("/agents", get(agents::list).post(agents::create))
-        .route("/agents/{id}", get(agents::get).patch(agents::patch))
-        .with_state(store);
-    Router::new().nest("/api/v1", v1)
+    let (router, _) = routes().split_for_parts();
+    router.with_state(store)
+}
+
+/// The customer API's part of the OpenAPI document (paths under `/api/v1`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// Every route, registered through `routes!` so that it is documented by
+/// construction: a handler without `#[utoipa::path]` does not compile here.
+fn routes() -> OpenApiRouter<Store> {
+    let v1 = OpenApiRouter::default()
+        .routes(routes!(numbers::list))
+        .routes(routes!(numbers::get, numbers::patch))
+        .routes(routes!(numbers::release_preview))
+        .routes(routes!(numbers::request_release))
+        .routes(routes!(numbers::reclaim))
+        .routes(routes!(requests::list))
+        .routes(routes!(requests::get))
+        .routes(routes!(requests::cancel))
+        .routes(routes!(agents::list, agents::create))
+        .routes(routes!(agents::get, agents::patch));
+    OpenApiRouter::default().nest("/api/v1", v1)
 }
 
 /// Fallback for paths no router knows.

@@ -79,7 +79,7 @@ impl AppSettings {
 pub fn router(store: Store, parts: Parts, settings: AppSettings) -> Router {
     let guard = Guard::new(store.clone(), settings.guard);
     tokio::spawn(forget_idle_callers(guard.clone()));
-    let mut app = operations(store.clone());
+    let mut app = operations(store.clone()).merge(crate::openapi::routes());
     if parts.customer_api {
         app = app.merge(releasedesk_api::router(store.clone()));
     }

@@ -8,8 +8,11 @@ use releasedesk_domain::{DomainError, Note, RequestStatus};
 use releasedesk_store::{ClaimFilter, OutboxStatus, PageRequest, QueueFilter, QueueOrder};
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+/// An approval's optional note.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ApproveBody {
+    /// Up to 1000 characters; empty counts as none.
+    #[schema(max_length = 1000)]
     pub(crate) note: Option<String>,
 }
 
@@ -23,8 +26,11 @@ impl ApproveBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A cancellation's note, sent to the customer.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CancelBody {
+    /// 1 to 1000 characters after trimming.
+    #[schema(value_type = String, min_length = 1, max_length = 1000, example = "The number is still in use by your IVR.")]
     pub(crate) note: Option<String>,
 }
 

@@ -9,6 +9,7 @@ mod console;
 use axum::Router;
 use releasedesk_store::Store;
 
+pub use api::openapi;
 pub use console::ConsoleSettings;
 
 /// The reviewer API and console.

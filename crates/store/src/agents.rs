@@ -19,7 +19,7 @@ use crate::{
     paging,
 };
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub id: Uuid,
     pub name: String,

@@ -28,7 +28,7 @@ impl Actor {
 }
 
 /// One timeline entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     pub at: DateTime<Utc>,
     pub kind: String,

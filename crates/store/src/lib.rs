@@ -22,6 +22,7 @@ mod outbox;
 mod paging;
 mod requests;
 mod review;
+pub mod schema;
 mod stats;
 
 use std::sync::Arc;

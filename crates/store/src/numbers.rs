@@ -13,6 +13,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -20,10 +21,11 @@ use crate::{
     entity::{agent, agent_number, phone_number, release_request, sms_message},
     error::is_unique_violation,
     paging,
+    schema::{MoneySchema, NumberStatusSchema},
 };
 
 /// A number's customer-editable configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct NumberConfig {
     pub email_to_sms: Option<String>,
     pub sms_webhook_url: Option<String>,
@@ -31,15 +33,19 @@ pub struct NumberConfig {
 }
 
 /// A phone number as the customer API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct NumberView {
     pub id: Uuid,
+    /// E.164.
+    #[schema(example = "+15551234567")]
     pub phone_number: String,
+    #[schema(value_type = NumberStatusSchema)]
     pub status: NumberStatus,
     pub friendly_name: Option<String>,
     pub config: NumberConfig,
     pub sms_message_count: u64,
     pub agent_ids: Vec<Uuid>,
+    #[schema(value_type = MoneySchema)]
     pub monthly_price: Money,
     pub currency: String,
     pub purchased_at: DateTime<Utc>,
@@ -73,8 +79,9 @@ pub struct ConfigPatch {
 }
 
 /// Why a number cannot be released right now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Blocker {
+    #[schema(value_type = String, example = "PHONE_NUMBER_IN_USE")]
     pub code: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,12 +89,13 @@ pub struct Blocker {
 }
 
 /// What releasing a number would cost and do, before the customer asks for it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReleasePreview {
     pub phone_number_id: Uuid,
     pub phone_number: String,
     pub can_release: bool,
     pub blockers: Vec<Blocker>,
+    #[schema(value_type = MoneySchema)]
     pub early_termination_fee: Money,
     pub currency: String,
     pub cooling_off_period_days: u64,

@@ -8,7 +8,8 @@ use uuid::Uuid;
 use crate::{StoreError, entity::outbox};
 
 /// Where an outbox row is in its delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum OutboxStatus {
     Pending,
     Sending,
@@ -283,12 +284,13 @@ mod tests {
 }
 
 /// An outbox row as staff see it (no payload: it may hold personal data).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct OutboxView {
     pub id: Uuid,
     pub kind: String,
     pub topic: String,
     pub recipient: Option<String>,
+    #[schema(value_type = OutboxStatus)]
     pub status: String,
     pub attempts: i32,
     pub last_error: Option<String>,

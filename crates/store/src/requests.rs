@@ -9,6 +9,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -20,30 +21,37 @@ use crate::{
     numbers::{active_agents_using, owned, parse_status},
     outbox::{self, Email},
     paging,
+    schema::{MoneySchema, RequestStatusSchema},
 };
 
 /// The answer to filing: exactly the fields talkover's API returns, plus the fee.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FiledRequest {
     pub id: Uuid,
     pub phone_number_id: Uuid,
+    #[schema(example = "+15551234567")]
     pub phone_number: String,
     pub reason: String,
+    #[schema(value_type = RequestStatusSchema)]
     pub status: RequestStatus,
     pub requested_at: DateTime<Utc>,
+    #[schema(value_type = MoneySchema)]
     pub early_termination_fee: Money,
     pub currency: String,
 }
 
 /// A release request as its account sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RequestView {
     pub id: Uuid,
     pub phone_number_id: Uuid,
+    #[schema(example = "+15551234567")]
     pub phone_number: String,
     pub reason: String,
+    #[schema(value_type = RequestStatusSchema)]
     pub status: RequestStatus,
     pub requested_at: DateTime<Utc>,
+    #[schema(value_type = MoneySchema)]
     pub early_termination_fee: Money,
     pub currency: String,
     pub cancelled_by: Option<String>,

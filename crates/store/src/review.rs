@@ -17,6 +17,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -57,20 +58,20 @@ pub struct QueueFilter {
     pub claimed: ClaimFilter,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AccountRef {
     pub id: Uuid,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StaffRef {
     pub id: Uuid,
     pub name: String,
 }
 
 /// One row of the review queue.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct QueueItem {
     #[serde(flatten)]
     pub request: RequestView,
@@ -83,7 +84,7 @@ pub struct QueueItem {
 }
 
 /// Everything a reviewer needs to decide one request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReviewDetail {
     #[serde(flatten)]
     pub request: RequestView,
@@ -93,9 +94,11 @@ pub struct ReviewDetail {
     pub requested_by: String,
     pub claimed_by: Option<StaffRef>,
     pub claimed_at: Option<DateTime<Utc>>,
+    #[schema(value_type = crate::schema::NumberStatusSchema)]
     pub number_status: NumberStatus,
     pub sms_message_count: u64,
     pub in_use: bool,
+    #[schema(value_type = Vec<crate::schema::InUseAgentSchema>)]
     pub in_use_agents: Vec<InUseAgent>,
 }
 

@@ -1,13 +1,31 @@
 use axum::extract::State;
-use releasedesk_store::{Actor, FiledRequest, NumberView, ReleasePreview, Store};
+use releasedesk_store::{
+    Actor, FiledRequest, NumberView, ReleasePreview, Store, schema::NumberStatusSchema,
+};
 
 use crate::{
     ApiError,
     body::{ListQuery, PatchNumberBody, RequestReleaseBody},
     envelope::{Created, Data, Listed},
     extract::{Customer, Json, PathId, Query},
+    openapi::{DataEnvelope, ListEnvelope, PageParams},
 };
 
+/// List the account's phone numbers
+///
+/// Numbers the account owns, and released numbers it may still reclaim.
+#[utoipa::path(
+    get,
+    path = "/phone-numbers",
+    operation_id = "list_phone_numbers",
+    tag = "phone numbers",
+    security(("customer_token" = [])),
+    params(
+        ("status" = Option<NumberStatusSchema>, Query, description = "Only numbers in this status."),
+        PageParams,
+    ),
+    responses((status = 200, description = "One page of numbers.", body = ListEnvelope<NumberView>)),
+)]
 pub async fn list(
     State(store): State<Store>,
     Customer(me): Customer,
@@ -19,6 +37,16 @@ pub async fn list(
     ))
 }
 
+/// Get one phone number
+#[utoipa::path(
+    get,
+    path = "/phone-numbers/{id}",
+    operation_id = "get_phone_number",
+    tag = "phone numbers",
+    security(("customer_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The number's id.")),
+    responses((status = 200, description = "The number.", body = DataEnvelope<NumberView>)),
+)]
 pub async fn get(
     State(store): State<Store>,
     Customer(me): Customer,
@@ -27,6 +55,20 @@ pub async fn get(
     Ok(Data(store.get_number(me.account_id, id).await?))
 }
 
+/// Change a phone number's name or configuration
+///
+/// A field left out stays as it is; `null` clears it.
+#[utoipa::path(
+    patch,
+    path = "/phone-numbers/{id}",
+    operation_id = "update_phone_number",
+    tag = "phone numbers",
+    security(("customer_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The number's id.")),
+    request_body = PatchNumberBody,
+    responses((status = 200, description = "The number as changed.", body = DataEnvelope<NumberView>)),
+    extensions(("x-error-codes" = json!(["NUMBER_NOT_ACTIVE"]))),
+)]
 pub async fn patch(
     State(store): State<Store>,
     Customer(me): Customer,
@@ -37,6 +79,18 @@ pub async fn patch(
     Ok(Data(store.patch_number(me.account_id, id, patch).await?))
 }
 
+/// Preview releasing a phone number
+///
+/// What a release would cost and do, and what blocks it now.
+#[utoipa::path(
+    get,
+    path = "/phone-numbers/{id}/release-preview",
+    operation_id = "preview_release",
+    tag = "phone numbers",
+    security(("customer_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The number's id.")),
+    responses((status = 200, description = "The preview.", body = DataEnvelope<ReleasePreview>)),
+)]
 pub async fn release_preview(
     State(store): State<Store>,
     Customer(me): Customer,
@@ -45,6 +99,21 @@ pub async fn release_preview(
     Ok(Data(store.preview_release(me.account_id, id).await?))
 }
 
+/// Ask for a phone number to be released
+///
+/// Files a release request for review by support staff. At most one request per
+/// number is open at a time.
+#[utoipa::path(
+    post,
+    path = "/phone-numbers/{id}/request-release",
+    operation_id = "request_release",
+    tag = "phone numbers",
+    security(("customer_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The number's id.")),
+    request_body = RequestReleaseBody,
+    responses((status = 201, description = "The request, pending review.", body = DataEnvelope<FiledRequest>)),
+    extensions(("x-error-codes" = json!(["RELEASE_ALREADY_PENDING", "NUMBER_NOT_ACTIVE", "PHONE_NUMBER_IN_USE"]))),
+)]
 pub async fn request_release(
     State(store): State<Store>,
     Customer(me): Customer,
@@ -58,6 +127,20 @@ pub async fn request_release(
     ))
 }
 
+/// Reclaim a released phone number
+///
+/// The former owner, within the reclaim window: the number is active again with a
+/// new billing cycle; its history and configuration stay wiped.
+#[utoipa::path(
+    post,
+    path = "/phone-numbers/{id}/reclaim",
+    operation_id = "reclaim_phone_number",
+    tag = "phone numbers",
+    security(("customer_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The number's id.")),
+    responses((status = 200, description = "The number, active again.", body = DataEnvelope<NumberView>)),
+    extensions(("x-error-codes" = json!(["RECLAIM_WINDOW_EXPIRED", "NUMBER_NOT_RELEASED"]))),
+)]
 pub async fn reclaim(
     State(store): State<Store>,
     Customer(me): Customer,

@@ -1,13 +1,29 @@
 use axum::extract::State;
-use releasedesk_store::{RequestView, Store};
+use releasedesk_store::{RequestView, Store, schema::RequestStatusSchema};
 
 use crate::{
     ApiError,
     body::ListQuery,
     envelope::{Data, Listed},
     extract::{Customer, PathId, Query},
+    openapi::{DataEnvelope, ListEnvelope, PageParams},
 };
 
+/// List the account's release requests
+///
+/// Newest first.
+#[utoipa::path(
+    get,
+    path = "/release-requests",
+    operation_id = "list_release_requests",
+    tag = "release requests",
+    security(("customer_token" = [])),
+    params(
+        ("status" = Option<RequestStatusSchema>, Query, description = "Only requests in this status."),
+        PageParams,
+    ),
+    responses((status = 200, description = "One page of requests.", body = ListEnvelope<RequestView>)),
+)]
 pub async fn list(
     State(store): State<Store>,
     Customer(me): Customer,
@@ -19,6 +35,16 @@ pub async fn list(
     ))
 }
 
+/// Get one release request with its timeline
+#[utoipa::path(
+    get,
+    path = "/release-requests/{id}",
+    operation_id = "get_release_request",
+    tag = "release requests",
+    security(("customer_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The request's id.")),
+    responses((status = 200, description = "The request and its `events`.", body = DataEnvelope<RequestView>)),
+)]
 pub async fn get(
     State(store): State<Store>,
     Customer(me): Customer,
@@ -27,6 +53,17 @@ pub async fn get(
     Ok(Data(store.get_request(me.account_id, id).await?))
 }
 
+/// Cancel a pending release request
+#[utoipa::path(
+    post,
+    path = "/release-requests/{id}/cancel",
+    operation_id = "cancel_release_request",
+    tag = "release requests",
+    security(("customer_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The request's id.")),
+    responses((status = 200, description = "The request, cancelled.", body = DataEnvelope<RequestView>)),
+    extensions(("x-error-codes" = json!(["REQUEST_NOT_PENDING"]))),
+)]
 pub async fn cancel(
     State(store): State<Store>,
     Customer(me): Customer,
