@@ -1,0 +1,193 @@
+//! A fresh database per run: a temporary SQLite file, or a PostgreSQL database
+//! `releasedesk_bench_<uuid>` that is dropped afterwards.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use releasedesk_store::{Backend, DbOptions, Pool};
+use sqlx::{Connection, PgConnection};
+
+/// Which database a stage runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+impl Db {
+    pub fn label(self) -> &'static str {
+        match self {
+            Db::Sqlite => "SQLite",
+            Db::Postgres => "PostgreSQL",
+        }
+    }
+
+    pub fn backend(self) -> Backend {
+        match self {
+            Db::Sqlite => Backend::Sqlite,
+            Db::Postgres => Backend::Postgres,
+        }
+    }
+}
+
+/// One fresh database and a scratch directory (mail, logs) that go with it.
+#[derive(Debug)]
+pub struct FreshDb {
+    pub db: Db,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    admin_url: String,
+    pg_name: Option<String>,
+}
+
+impl FreshDb {
+    pub async fn create(db: Db, admin_url: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("releasedesk-bench-")
+            .tempdir()
+            .context("create a scratch directory")?;
+        let (url, pg_name) = match db {
+            Db::Sqlite => (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("bench.db").display()
+                ),
+                None,
+            ),
+            Db::Postgres => {
+                let name = format!("releasedesk_bench_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = PgConnection::connect(admin_url)
+                    .await
+                    .with_context(|| format!("connect to PostgreSQL at {admin_url}"))?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .context("create the benchmark database")?;
+                conn.close().await.ok();
+                (replace_database(admin_url, &name), Some(name))
+            }
+        };
+        Ok(Self {
+            db,
+            url,
+            dir,
+            admin_url: admin_url.to_owned(),
+            pg_name,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The name pgbench connects to.
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
+    /// A pool with the application's own settings (pragmas, timeouts).
+    pub async fn pool(&self, max_connections: u32) -> Result<Pool> {
+        let mut options = DbOptions::new(self.url.clone());
+        options.max_connections = max_connections;
+        releasedesk_store::connect(&options)
+            .await
+            .context("connect to the benchmark database")
+    }
+
+    pub async fn drop_database(self) {
+        if let Some(name) = &self.pg_name {
+            match PgConnection::connect(&self.admin_url).await {
+                Ok(mut conn) => {
+                    let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                    if let Err(error) = dropped {
+                        eprintln!("warning: could not drop database {name}: {error}");
+                    }
+                }
+                Err(error) => eprintln!("warning: could not drop database {name}: {error}"),
+            }
+        }
+    }
+}
+
+/// `postgres://user@host:port/db?x` with `db` replaced by `name`.
+pub fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let prefix_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[prefix_end..]
+        .find('/')
+        .map_or(base.len(), |i| prefix_end + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// The benchmark's own SQL, built from constants and numbers, never from input.
+pub fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.to_owned())
+}
+
+/// Runs statements that return nothing.
+pub async fn exec(pool: &Pool, sql: &str) -> Result<u64> {
+    let done = match pool {
+        Pool::Sqlite(p) => sqlx::raw_sql(safe(sql)).execute(p).await?.rows_affected(),
+        Pool::Postgres(p) => sqlx::raw_sql(safe(sql)).execute(p).await?.rows_affected(),
+    };
+    Ok(done)
+}
+
+/// One integer (a count).
+pub async fn scalar(pool: &Pool, sql: &str) -> Result<i64> {
+    let value = match pool {
+        Pool::Sqlite(p) => sqlx::query_scalar::<_, i64>(safe(sql)).fetch_one(p).await?,
+        Pool::Postgres(p) => sqlx::query_scalar::<_, i64>(safe(sql)).fetch_one(p).await?,
+    };
+    Ok(value)
+}
+
+/// One text value.
+pub async fn text(pool: &Pool, sql: &str) -> Result<String> {
+    let value = match pool {
+        Pool::Sqlite(p) => {
+            sqlx::query_scalar::<_, String>(safe(sql))
+                .fetch_one(p)
+                .await?
+        }
+        Pool::Postgres(p) => {
+            sqlx::query_scalar::<_, String>(safe(sql))
+                .fetch_one(p)
+                .await?
+        }
+    };
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            replace_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            replace_database("postgres://u@h/postgres?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(replace_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}

@@ -1,0 +1,92 @@
+//! Stage 1 and 4: filing over HTTP through `serve` at 1, 8 and 32 clients, and
+//! the peak memory of that `serve` idle and after the load.
+
+use anyhow::Result;
+
+use crate::{
+    Ctx,
+    db::{Db, FreshDb},
+    load,
+    process::{self, Role, Service},
+    report::{Bound, Report, Row, Target},
+    seed::Fixture,
+};
+
+pub const LEVELS: [usize; 3] = [1, 8, 32];
+
+/// Throughput per client count, for the ratio to the raw limit.
+pub type Throughputs = Vec<(usize, f64)>;
+
+pub async fn run(ctx: &Ctx, db: Db, report: &mut Report) -> Result<Throughputs> {
+    let fresh = FreshDb::create(db, &ctx.pg_url).await?;
+    let result = measure(ctx, &fresh, report).await;
+    fresh.drop_database().await;
+    result
+}
+
+async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Throughputs> {
+    let label = fresh.db.label();
+    let vars = process::environment(fresh);
+    process::migrate(&ctx.binary, &vars, fresh.path()).await?;
+    let pool = fresh.pool(4).await?;
+    let mut fixture = Fixture::create(pool.clone(), 32).await?;
+    let warmup = 50;
+    let per_level = ctx.plan.filings;
+    let numbers = fixture.numbers(warmup + per_level * LEVELS.len()).await?;
+    pool.close().await;
+
+    let serve = Service::start(&ctx.binary, Role::Serve, &vars, fresh.path()).await?;
+    let base = serve.url("");
+    let idle = serve.peak_rss_mib()?;
+    let http = load::client(64)?;
+    load::file_requests(&http, &base, &numbers[..warmup], &fixture.tokens, 4).await?;
+
+    let mut throughputs = Vec::new();
+    for (i, clients) in LEVELS.into_iter().enumerate() {
+        let start = warmup + i * per_level;
+        let slice = &numbers[start..start + per_level];
+        eprintln!("  {label}: filing {per_level} requests with {clients} clients");
+        let outcome = load::file_requests(&http, &base, slice, &fixture.tokens, clients).await?;
+        let rps = outcome.per_second();
+        throughputs.push((clients, rps));
+        let mut row =
+            Row::new(label, "filing", format!("{clients} clients: throughput")).value(rps, "req/s");
+        if clients == 32 && fresh.db == Db::Sqlite {
+            row = row.target(Target::Value(Bound::AtLeast(3000.0)));
+        }
+        report.push(row);
+        report.push(
+            Row::new(label, "filing", format!("{clients} clients: p50"))
+                .value(load::ms(&outcome.latencies, 0.50), "ms"),
+        );
+        let p99 = Row::new(label, "filing", format!("{clients} clients: p99"))
+            .value(load::ms(&outcome.latencies, 0.99), "ms");
+        report.push(if clients == 32 {
+            p99.target(Target::Value(Bound::AtMost(25.0)))
+        } else {
+            p99
+        });
+        report.push(
+            Row::new(label, "filing", format!("{clients} clients: max"))
+                .value(load::max_ms(&outcome.latencies), "ms"),
+        );
+    }
+    let loaded = serve.peak_rss_mib()?;
+    report.push(
+        Row::new(label, "memory", "serve peak RSS, idle")
+            .value(idle, "MiB")
+            .target(Target::Value(Bound::AtMost(60.0))),
+    );
+    report.push(
+        Row::new(label, "memory", "serve peak RSS, after filing load")
+            .value(loaded, "MiB")
+            .target(Target::Value(Bound::AtMost(150.0))),
+    );
+    let errors = serve.logged_errors();
+    serve.stop().await?;
+    fixture.tokens.clear();
+    if !errors.is_empty() {
+        anyhow::bail!("serve logged errors:\n{}", errors.join("\n"));
+    }
+    Ok(throughputs)
+}
