@@ -140,12 +140,33 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
 /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail
 /// with "database is locked" when another writer got there first, which no busy
 /// timeout cures. PostgreSQL ignores the mode.
+///
+/// On SQLite the writers of this process first queue on `gate` (hold the returned
+/// guard until the transaction ends): SQLite has one write lock, and a writer
+/// waiting in its busy handler sleeps in growing steps (up to 100 ms) and polls,
+/// so under contention most of the time went to sleeping past a lock already
+/// free. An async queue hands the lock over the moment it is released.
 pub(crate) async fn begin_write(
     db: &DatabaseConnection,
-) -> Result<DatabaseTransaction, StoreError> {
+    gate: &WriteGate,
+) -> Result<(DatabaseTransaction, WriteTurn), StoreError> {
+    let turn = match db.get_database_backend() {
+        sea_orm::DbBackend::Sqlite => Some(gate.0.clone().lock_owned().await),
+        _ => None,
+    };
     let options = TransactionOptions {
         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
-    Ok(db.begin_with_options(options).await?)
+    Ok((db.begin_with_options(options).await?, WriteTurn(turn)))
 }
+
+/// The queue of this process's SQLite writers (unused on PostgreSQL).
+#[derive(Clone, Default)]
+pub(crate) struct WriteGate(std::sync::Arc<tokio::sync::Mutex<()>>);
+
+/// A writer's turn; the next writer goes when it is dropped.
+#[must_use = "the turn must be held until the transaction commits or rolls back"]
+pub(crate) struct WriteTurn(
+    #[expect(dead_code, reason = "held for its drop")] Option<tokio::sync::OwnedMutexGuard<()>>,
+);

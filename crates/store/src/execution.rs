@@ -73,7 +73,7 @@ impl Store {
         lease: Duration,
     ) -> Result<Begin, StoreError> {
         use release_request::Column;
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let claimable = Condition::any()
             .add(Column::Status.eq(RequestStatus::Approved.as_str()))
@@ -154,7 +154,7 @@ impl Store {
     /// no longer `releasing` is left alone.
     pub async fn finish_release(&self, request_id: Uuid) -> Result<(), StoreError> {
         use release_request::Column;
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(
@@ -259,7 +259,7 @@ impl Store {
     /// `active` in its account (nothing was released), staff emailed.
     pub async fn fail_release(&self, request_id: Uuid, reason: &str) -> Result<(), StoreError> {
         use release_request::Column;
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(Column::Status, Expr::value(RequestStatus::Failed.as_str()))
@@ -367,7 +367,7 @@ impl Store {
             .await?;
         let mut moved = 0;
         for number_id in due {
-            let txn = begin_write(&self.db).await?;
+            let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
             let updated = phone_number::Entity::update_many()
                 .col_expr(
                     phone_number::Column::Status,
@@ -405,7 +405,7 @@ impl Store {
         account_id: Uuid,
         number_id: Uuid,
     ) -> Result<NumberView, StoreError> {
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let updated = phone_number::Entity::update_many()
             .col_expr(

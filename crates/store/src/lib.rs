@@ -71,6 +71,8 @@ pub struct Store {
     outbox_written: Arc<tokio::sync::Notify>,
     /// Set once every migration was seen applied.
     migrations_current: Arc<std::sync::atomic::AtomicBool>,
+    /// Queues this process's SQLite writers (see [`db::begin_write`]).
+    write_gate: db::WriteGate,
 }
 
 impl std::fmt::Debug for Store {
@@ -89,6 +91,7 @@ impl Store {
             settings: Arc::new(settings),
             outbox_written: Arc::new(tokio::sync::Notify::new()),
             migrations_current: Arc::default(),
+            write_gate: db::WriteGate::default(),
         }
     }
 

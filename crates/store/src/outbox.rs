@@ -158,7 +158,7 @@ impl crate::Store {
             ColumnTrait, QueryFilter, QueryOrder, QuerySelect,
             sea_query::{Expr, ExprTrait, LockBehavior, LockType},
         };
-        let txn = crate::db::begin_write(&self.db).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.db, &self.write_gate).await?;
         let at = releasedesk_domain::time::now();
         let due: Vec<Uuid> = outbox::Entity::find()
             .select_only()

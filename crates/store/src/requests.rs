@@ -119,7 +119,7 @@ impl Store {
         reason: Reason,
         actor: Actor,
     ) -> Result<FiledRequest, StoreError> {
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let number = owned(&txn, account_id, number_id).await?;
         if parse_status(&number.status)? != NumberStatus::Active {
             return Err(DomainError::NumberNotActive.into());
@@ -214,7 +214,7 @@ impl Store {
         account_id: Uuid,
         request_id: Uuid,
     ) -> Result<RequestView, StoreError> {
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(

@@ -354,7 +354,7 @@ impl Store {
         request_id: Uuid,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(Column::ClaimedBy, Expr::value(me.id))
@@ -391,7 +391,7 @@ impl Store {
         request_id: Uuid,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let mut update = release_request::Entity::update_many()
             .col_expr(Column::ClaimedBy, Expr::value(Option::<Uuid>::None))
@@ -435,7 +435,7 @@ impl Store {
         note: Option<Note>,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let note = note.map(Note::into_inner);
         let updated = release_request::Entity::update_many()
@@ -525,7 +525,7 @@ impl Store {
         note: Note,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let txn = begin_write(&self.db).await?;
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
         let note = note.into_inner();
         let updated = release_request::Entity::update_many()
