@@ -16,6 +16,7 @@ use releasedesk_store::{Actor, NewNumber, Pool, StaffRole, Store};
 use releasedesk_tests::{
     Customer, TestDatabase, assert_error, binary,
     carrier::StandInCarrier,
+    eventually,
     process::{Environment, Role, Service},
     smtp::{Delivery, SmtpServer, header},
 };
@@ -225,25 +226,6 @@ impl World {
             }
         }
         per_key
-    }
-}
-
-/// Polls `probe` every 50 ms until it gives a value; fails after `within`.
-async fn eventually<T>(
-    what: &str,
-    within: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {within:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

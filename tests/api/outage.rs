@@ -17,6 +17,7 @@ use releasedesk_store::{NewNumber, StaffRole, Store};
 use releasedesk_tests::{
     binary,
     cluster::PrivateCluster,
+    eventually,
     process::{Environment, Role, Service},
 };
 use reqwest::StatusCode;
@@ -224,15 +225,6 @@ async fn approve_all(
     approved
 }
 
-/// Polls until `probe` is true; fails after `within`.
-async fn eventually(what: &str, within: Duration, mut probe: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !probe().await {
-        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_restart_is_503_unavailable_then_served_again_with_nothing_lost() {
     let Some(cluster) = PrivateCluster::start() else {
@@ -311,6 +303,7 @@ async fn a_postgres_restart_is_503_unavailable_then_served_again_with_nothing_lo
                 .send()
                 .await
                 .is_ok_and(|r| r.status() == StatusCode::OK)
+                .then_some(())
         },
     )
     .await;
@@ -357,12 +350,14 @@ async fn a_postgres_restart_is_503_unavailable_then_served_again_with_nothing_lo
         "every release carried out",
         Duration::from_secs(60),
         async || {
-            count("SELECT COUNT(*) FROM release_requests WHERE status = 'released'").await == total
+            (count("SELECT COUNT(*) FROM release_requests WHERE status = 'released'").await
+                == total)
+                .then_some(())
         },
     )
     .await;
     eventually("every email sent", Duration::from_secs(60), async || {
-        count("SELECT COUNT(*) FROM outbox WHERE status <> 'sent'").await == 0
+        (count("SELECT COUNT(*) FROM outbox WHERE status <> 'sent'").await == 0).then_some(())
     })
     .await;
     let emails = count("SELECT COUNT(*) FROM outbox WHERE kind = 'email'").await;

@@ -414,3 +414,22 @@ pub fn assert_error(status: StatusCode, body: &Value, expected_status: StatusCod
         "{body}"
     );
 }
+
+/// Polls `probe` every 50 ms until it gives a value; fails after `within`.
+pub async fn eventually<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

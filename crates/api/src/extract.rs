@@ -136,8 +136,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header value.
-pub fn bearer_token(authorization: &str) -> Option<&str> {
+/// The token of the request's `Authorization: Bearer <token>` header, if any.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = authorization.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -153,12 +154,7 @@ where
     if let Some(principal) = parts.extensions.get::<Principal>() {
         return Ok(principal.clone());
     }
-    let token = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .ok_or(ApiError::Unauthorized)?;
+    let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
     Store::from_ref(state)
         .authenticate(token)
         .await?

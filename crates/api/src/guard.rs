@@ -12,7 +12,7 @@ use std::{
 use axum::{
     body::{Body, Bytes, to_bytes},
     extract::{ConnectInfo, Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -118,7 +118,7 @@ pub async fn run(State(guard): State<Guard>, mut request: Request, next: Next) -
     if !is_api(request.uri().path()) {
         return next.run(request).await;
     }
-    let token = bearer_token_of(request.headers()).map(str::to_owned);
+    let token = bearer_token(request.headers()).map(str::to_owned);
 
     let caller = match (
         &token,
@@ -161,11 +161,6 @@ pub async fn run(State(guard): State<Guard>, mut request: Request, next: Next) -
             .await
             .unwrap_or_else(IntoResponse::into_response),
     }
-}
-
-fn bearer_token_of(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    bearer_token(value)
 }
 
 /// A valid key: 1–255 visible ASCII characters.
