@@ -5,6 +5,9 @@ pub use sea_orm_migration::{prelude::*, seaql_migrations};
 mod m20261123_000001_initial;
 mod m20261123_000002_execution;
 mod m20261123_000003_idempotency;
+mod m20261123_000004_outbox_notify;
+
+pub use m20261123_000004_outbox_notify::CHANNEL as OUTBOX_CHANNEL;
 
 pub struct Migrator;
 
@@ -15,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_execution::Migration),
             Box::new(m20261123_000003_idempotency::Migration),
+            Box::new(m20261123_000004_outbox_notify::Migration),
         ]
     }
 }

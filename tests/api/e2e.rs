@@ -592,6 +592,44 @@ async fn a_release_approved_while_the_worker_is_down_is_carried_out_when_it_star
     api.terminate().await;
 }
 
+/// On PostgreSQL a worker process learns of an approval made in another process
+/// from the database's notification, not from its poll: with the poll at a
+/// minute, filing and approval in `api` and `reviewer` still end `released`
+/// with every email sent within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_postgres_is_woken_by_other_processes_commits_not_its_poll() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let world = World::new(database).await;
+    let environment = world
+        .environment()
+        .set("RELEASEDESK__WORKER__POLL_INTERVAL", "60s")
+        .set("RELEASEDESK__WORKER__SWEEP_INTERVAL", "60s");
+    let mut api = Service::start(Role::Api, &environment).await;
+    let mut reviewer = Service::start(Role::Reviewer, &environment).await;
+    let mut worker = Service::start(Role::Worker, &environment).await;
+    let acme = world.customer().await;
+    let staff = world.reviewer().await;
+    let (number, _) = world.number(&acme).await;
+
+    let id = world.file(&api, &acme, number).await;
+    world.approve(&reviewer, &staff, &id).await;
+
+    world
+        .wait_until_released(&api, &acme, &id, Duration::from_secs(10))
+        .await;
+    assert_eq!(world.carrier.calls_for("releases", &id), 1);
+    let unsent = "SELECT COUNT(*) FROM outbox WHERE status <> 'sent'";
+    eventually("every email sent", Duration::from_secs(10), async || {
+        (world.count(unsent).await == 0).then_some(())
+    })
+    .await;
+    worker.terminate().await;
+    reviewer.terminate().await;
+    api.terminate().await;
+}
+
 /// Two `worker` processes and an `api` on one PostgreSQL database: every release
 /// exactly once between them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,9 +745,10 @@ async fn a_thousand_finished_jobs_do_not_slow_a_new_release_or_call_the_carrier_
     };
     let mut queue = ReleaseQueue::new(world.store.pool(), &config);
     let request_id = Uuid::parse_str(&first_id).unwrap();
-    for _ in 0..1000 {
-        queue.push(ExecuteRelease { request_id }).await.unwrap();
-    }
+    queue
+        .push_all(vec![ExecuteRelease { request_id }; 1000])
+        .await
+        .unwrap();
     let done_sql = match world.store.pool() {
         Pool::Sqlite(_) => "SELECT COUNT(*) FROM Jobs WHERE status = 'Done'",
         Pool::Postgres(_) => "SELECT COUNT(*) FROM apalis.jobs WHERE status = 'Done'",

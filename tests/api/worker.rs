@@ -17,6 +17,9 @@ backend_tests!(
     reclaim_after_the_window_is_409,
     cooling_off_returns_the_number_to_inventory_and_hides_it,
     emails_that_keep_failing_go_dead_and_are_listed_for_staff,
+    with_the_local_carrier_concurrent_executions_release_once_in_one_commit,
+    with_the_local_carrier_a_lapsed_lease_is_taken_over_and_finished,
+    a_batch_of_emails_larger_than_one_flush_is_sent_once_and_all_marked,
 );
 
 const PAST: &str = "2000-01-01T00:00:00+00:00";
@@ -427,4 +430,124 @@ async fn emails_that_keep_failing_go_dead_and_are_listed_for_staff(app: TestApp)
         StatusCode::UNPROCESSABLE_ENTITY,
         "VALIDATION_ERROR",
     );
+}
+
+async fn with_the_local_carrier_concurrent_executions_release_once_in_one_commit(app: TestApp) {
+    use releasedesk_worker::{carrier::LocalCarrier, jobs::execute_release::Executed};
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (number, id) = app.approved_release(&acme, &riley).await;
+    let request_id = uuid::Uuid::parse_str(&id).unwrap();
+
+    let runs = (0..6).map(|_| {
+        let store = app.store.clone();
+        tokio::spawn(async move {
+            releasedesk_worker::jobs::execute_release::execute_release(
+                &store,
+                &LocalCarrier,
+                request_id,
+                Duration::from_secs(30),
+                Duration::from_millis(10),
+            )
+            .await
+            .unwrap()
+        })
+    });
+    let mut outcomes = Vec::new();
+    for run in runs.collect::<Vec<_>>() {
+        outcomes.push(run.await.unwrap());
+    }
+
+    let released = outcomes
+        .iter()
+        .filter(|o| **o == Executed::Released)
+        .count();
+    assert_eq!(released, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Executed::Released | Executed::AlreadyFinished)),
+        "{outcomes:?}"
+    );
+    assert_eq!(request_status(&app, &acme, &id).await, "released");
+    let (_, view) = app
+        .get(&format!("/api/v1/phone-numbers/{number}"), &acme)
+        .await;
+    assert_eq!(view["data"]["status"], "released");
+    for (kind, expected) in [("execution_started", 1), ("released", 1)] {
+        let sql = format!("SELECT COUNT(*) FROM release_events WHERE kind = '{kind}'");
+        assert_eq!(app.count(&sql).await, expected, "{kind} events");
+    }
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM release_requests \
+             WHERE carrier_released_at IS NOT NULL AND carrier_released_at = released_at"
+        )
+        .await,
+        1,
+        "the confirmation commits with the release"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE topic = 'request_released'")
+            .await,
+        1
+    );
+}
+
+async fn with_the_local_carrier_a_lapsed_lease_is_taken_over_and_finished(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let (_, id) = app.approved_release(&acme, &riley).await;
+    let request_id = uuid::Uuid::parse_str(&id).unwrap();
+    // A worker took a lease that has already run out, and died.
+    let begun = app
+        .store
+        .begin_release(request_id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(begun, releasedesk_store::Begin::Execute(_)));
+    assert_eq!(request_status(&app, &acme, &id).await, "releasing");
+
+    let (worker, mail) = app.worker(Arc::new(releasedesk_worker::carrier::LocalCarrier));
+    worker.drain().await;
+
+    assert_eq!(request_status(&app, &acme, &id).await, "released");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM release_events WHERE kind = 'execution_started'")
+            .await,
+        2,
+        "two attempts on the timeline"
+    );
+    let released = mail
+        .sent()
+        .iter()
+        .filter(|m| m.to == acme.email && m.subject.to_lowercase().contains("released"))
+        .count();
+    assert_eq!(released, 1);
+}
+
+async fn a_batch_of_emails_larger_than_one_flush_is_sent_once_and_all_marked(app: TestApp) {
+    let acme = app.customer().await;
+    // 25 filings queue 50 emails: more than one flush of marks in one batch.
+    for _ in 0..25 {
+        let number = app.number(&acme).await;
+        app.file_request(&acme, number).await;
+    }
+    let (worker, mail) = app.worker(Arc::new(releasedesk_worker::carrier::LocalCarrier));
+
+    let round = worker.round().await;
+
+    assert_eq!(round.emails, 50);
+    let sent = mail.sent();
+    assert_eq!(sent.len(), 50);
+    let distinct: std::collections::BTreeSet<_> =
+        sent.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(distinct.len(), 50, "each email once");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE status = 'sent' AND sent_at IS NOT NULL")
+            .await,
+        50
+    );
+    assert!(worker.round().await.is_idle(), "nothing left to send");
+    assert_eq!(mail.sent().len(), 50);
 }

@@ -7,6 +7,7 @@
 //! writes it into `docs/BENCHMARKS.md`. Exits non-zero only when a stage fails
 //! to run; missed targets are reported, never asserted.
 
+mod cpu;
 mod db;
 mod load;
 mod process;
@@ -343,7 +344,7 @@ async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {
                 report,
                 db,
                 format!("drain, {workers} worker(s)"),
-                release::drain(ctx, db, workers, 0)
+                release::drain(ctx, db, workers, 0, report)
             )
         } else {
             None
@@ -353,7 +354,7 @@ async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {
                 report,
                 db,
                 format!("reference, {workers} worker(s)"),
-                reference::drain(ctx, db, workers, 0)
+                reference::drain(ctx, db, workers, 0, report)
             )
         } else {
             None
@@ -399,7 +400,7 @@ async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {
             report,
             db,
             "drain after history",
-            release::drain(ctx, db, 1, h)
+            release::drain(ctx, db, 1, h, report)
         )
     {
         let mut row = Row::new(label, stage, format!("1 worker, {h} finished before"))
@@ -416,7 +417,7 @@ async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {
             report,
             db,
             "reference after history",
-            reference::drain(ctx, db, 1, h)
+            reference::drain(ctx, db, 1, h, report)
         )
     {
         let mut row = Row::new(

@@ -212,6 +212,7 @@ impl Store {
         };
         // Guarded: only a live token gets a `revoked_at`, so a second revocation
         // keeps the first time.
+        let _turn = self.write_gate.turn(&self.db).await;
         api_token::Entity::update_many()
             .col_expr(
                 api_token::Column::RevokedAt,
@@ -285,6 +286,7 @@ impl Store {
             return Ok(None);
         };
         let token = new_token(STAFF_TOKEN_PREFIX);
+        let _turn = self.write_gate.turn(&self.db).await;
         staff::Entity::update_many()
             .col_expr(
                 staff::Column::TokenHash,

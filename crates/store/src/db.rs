@@ -150,20 +150,29 @@ pub(crate) async fn begin_write(
     db: &DatabaseConnection,
     gate: &WriteGate,
 ) -> Result<(DatabaseTransaction, WriteTurn), StoreError> {
-    let turn = match db.get_database_backend() {
-        sea_orm::DbBackend::Sqlite => Some(gate.0.clone().lock_owned().await),
-        _ => None,
-    };
+    let turn = gate.turn(db).await;
     let options = TransactionOptions {
         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
-    Ok((db.begin_with_options(options).await?, WriteTurn(turn)))
+    Ok((db.begin_with_options(options).await?, turn))
 }
 
 /// The queue of this process's SQLite writers (unused on PostgreSQL).
 #[derive(Clone, Default)]
 pub(crate) struct WriteGate(std::sync::Arc<tokio::sync::Mutex<()>>);
+
+impl WriteGate {
+    /// Waits for this process's turn to write (at once on PostgreSQL). Hold it
+    /// around a single autocommit write too: one that skipped the queue would
+    /// meet the lock in SQLite's busy handler, sleeping past the moment it frees.
+    pub(crate) async fn turn(&self, db: &DatabaseConnection) -> WriteTurn {
+        WriteTurn(match db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => Some(self.0.clone().lock_owned().await),
+            _ => None,
+        })
+    }
+}
 
 /// A writer's turn; the next writer goes when it is dropped.
 #[must_use = "the turn must be held until the transaction commits or rolls back"]

@@ -71,6 +71,33 @@ pub(crate) async fn record(
     Ok(id)
 }
 
+/// Appends several events of one request at one moment in one statement, in
+/// order; returns their ids.
+pub(crate) async fn record_all<const N: usize>(
+    txn: &impl ConnectionTrait,
+    request_id: Uuid,
+    events: [(&str, Option<&str>); N],
+    actor: Actor,
+    at: DateTime<Utc>,
+) -> Result<[Uuid; N], StoreError> {
+    let ids: [Uuid; N] = std::array::from_fn(|_| releasedesk_domain::new_id());
+    let rows = ids
+        .iter()
+        .zip(events)
+        .map(|(id, (kind, note))| release_event::ActiveModel {
+            id: Set(*id),
+            request_id: Set(request_id),
+            at: Set(at),
+            kind: Set(kind.to_owned()),
+            actor: Set(actor.label()),
+            note: Set(note.map(str::to_owned)),
+        });
+    release_event::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await?;
+    Ok(ids)
+}
+
 pub(crate) async fn timeline(
     db: &impl ConnectionTrait,
     request_id: Uuid,

@@ -12,7 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use releasedesk_domain::{DomainError, NumberStatus, RequestStatus, time::now};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::json;
@@ -72,26 +73,33 @@ impl Store {
         request_id: Uuid,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let begin = take_lease(&txn, request_id, lease, now()).await?;
+        txn.commit().await?;
+        Ok(begin)
+    }
+
+    /// Carries out a release whose carrier has no one upstream to tell (the
+    /// `local` carrier) in one transaction: `approved` (or `releasing` with a
+    /// lapsed lease) straight to `released`, with the carrier's confirmation, in
+    /// one guarded UPDATE, so there is no moment in between to recover from. The
+    /// timeline still shows the attempt. A request someone else is releasing or
+    /// has finished is left alone, as [`Store::begin_release`] would.
+    pub async fn release_at_once(&self, request_id: Uuid) -> Result<Begin, StoreError> {
         use release_request::Column;
         let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
-        let claimable = Condition::any()
-            .add(Column::Status.eq(RequestStatus::Approved.as_str()))
-            .add(
-                Condition::all()
-                    .add(Column::Status.eq(RequestStatus::Releasing.as_str()))
-                    .add(
-                        Condition::any()
-                            .add(Column::LeaseUntil.is_null())
-                            .add(Column::LeaseUntil.lt(at)),
-                    ),
-            );
-        let updated = release_request::Entity::update_many()
+        let released = release_request::Entity::update_many()
             .col_expr(
                 Column::Status,
-                Expr::value(RequestStatus::Releasing.as_str()),
+                Expr::value(RequestStatus::Released.as_str()),
             )
-            .col_expr(Column::LeaseUntil, Expr::value(at + lease_delta(lease)))
+            .col_expr(Column::ReleasedAt, Expr::value(at))
+            .col_expr(Column::CarrierReleasedAt, Expr::value(at))
+            .col_expr(
+                Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .col_expr(
                 Column::ExecutionAttempts,
                 Expr::col(Column::ExecutionAttempts).add(1),
@@ -99,48 +107,244 @@ impl Store {
             .col_expr(Column::UpdatedAt, Expr::value(at))
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
             .filter(Column::Id.eq(request_id))
-            .filter(claimable)
-            .exec(&txn)
+            .filter(claimable(at))
+            .exec_with_returning(&txn)
             .await?;
-        let row = request(&txn, request_id).await?;
-        if updated.rows_affected == 0 {
-            return Ok(match parse_request_status(&row.status)? {
-                RequestStatus::Releasing => Begin::Busy,
-                RequestStatus::Released | RequestStatus::Failed | RequestStatus::Cancelled => {
-                    Begin::Finished
-                }
-                RequestStatus::Pending | RequestStatus::Approved => {
-                    return Err(StoreError::Corrupt(format!(
-                        "request {request_id} is not approved"
-                    )));
-                }
-            });
-        }
+        let Some(row) = released.into_iter().next() else {
+            let row = request(&txn, request_id).await?;
+            return not_taken(&row);
+        };
+        let work = ReleaseWork::from(&row);
         let note = format!("attempt {}", row.execution_attempts);
-        events::record(
+        let [_, released_event] = events::record_all(
             &txn,
             request_id,
-            "execution_started",
+            [
+                ("execution_started", Some(note.as_str())),
+                ("released", None),
+            ],
             Actor::System,
-            Some(&note),
             at,
         )
         .await?;
+        wrap_up(self, &txn, &work, released_event, at).await?;
         txn.commit().await?;
-        Ok(Begin::Execute(ReleaseWork {
-            request_id,
+        self.wake_workers();
+        Ok(Begin::Execute(work))
+    }
+}
+
+impl From<&release_request::Model> for ReleaseWork {
+    fn from(row: &release_request::Model) -> Self {
+        ReleaseWork {
+            request_id: row.id,
             phone_number_id: row.phone_number_id,
-            phone_number: row.phone_number,
+            phone_number: row.phone_number.clone(),
             account_id: row.account_id,
             carrier_done: row.carrier_released_at.is_some(),
             attempt: row.execution_attempts,
-        }))
+        }
     }
+}
 
+/// Requests a worker may take: `approved`, or `releasing` whose lease lapsed
+/// (its worker died).
+fn claimable(at: DateTime<Utc>) -> Condition {
+    use release_request::Column;
+    Condition::any()
+        .add(Column::Status.eq(RequestStatus::Approved.as_str()))
+        .add(
+            Condition::all()
+                .add(Column::Status.eq(RequestStatus::Releasing.as_str()))
+                .add(
+                    Condition::any()
+                        .add(Column::LeaseUntil.is_null())
+                        .add(Column::LeaseUntil.lt(at)),
+                ),
+        )
+}
+
+/// Why a request could not be taken: someone holds it, or it is over.
+fn not_taken(row: &release_request::Model) -> Result<Begin, StoreError> {
+    Ok(match parse_request_status(&row.status)? {
+        RequestStatus::Releasing => Begin::Busy,
+        RequestStatus::Released | RequestStatus::Failed | RequestStatus::Cancelled => {
+            Begin::Finished
+        }
+        RequestStatus::Pending | RequestStatus::Approved => {
+            return Err(StoreError::Corrupt(format!(
+                "request {} is not approved",
+                row.id
+            )));
+        }
+    })
+}
+
+/// `approved` (or `releasing` with a lapsed lease) -> `releasing`, leased to the
+/// caller until `at + lease`; one of any number of concurrent callers wins.
+async fn take_lease(
+    txn: &DatabaseTransaction,
+    request_id: Uuid,
+    lease: Duration,
+    at: DateTime<Utc>,
+) -> Result<Begin, StoreError> {
+    use release_request::Column;
+    let leased = release_request::Entity::update_many()
+        .col_expr(
+            Column::Status,
+            Expr::value(RequestStatus::Releasing.as_str()),
+        )
+        .col_expr(Column::LeaseUntil, Expr::value(at + lease_delta(lease)))
+        .col_expr(
+            Column::ExecutionAttempts,
+            Expr::col(Column::ExecutionAttempts).add(1),
+        )
+        .col_expr(Column::UpdatedAt, Expr::value(at))
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .filter(Column::Id.eq(request_id))
+        .filter(claimable(at))
+        .exec_with_returning(txn)
+        .await?;
+    let Some(row) = leased.into_iter().next() else {
+        return not_taken(&request(txn, request_id).await?);
+    };
+    let note = format!("attempt {}", row.execution_attempts);
+    events::record(
+        txn,
+        request_id,
+        "execution_started",
+        Actor::System,
+        Some(&note),
+        at,
+    )
+    .await?;
+    Ok(Begin::Execute(ReleaseWork::from(&row)))
+}
+
+/// `releasing` -> `released`, then [`wrap_up`]. Returns false (and does
+/// nothing) when the request is no longer `releasing`.
+async fn finish(
+    store: &Store,
+    txn: &DatabaseTransaction,
+    request_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    use release_request::Column;
+    let released = release_request::Entity::update_many()
+        .col_expr(
+            Column::Status,
+            Expr::value(RequestStatus::Released.as_str()),
+        )
+        .col_expr(Column::ReleasedAt, Expr::value(at))
+        .col_expr(
+            Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(Column::UpdatedAt, Expr::value(at))
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .filter(Column::Id.eq(request_id))
+        .filter(Column::Status.eq(RequestStatus::Releasing.as_str()))
+        .exec_with_returning(txn)
+        .await?;
+    let Some(row) = released.into_iter().next() else {
+        return Ok(false);
+    };
+    let event = events::record(txn, request_id, "released", Actor::System, None, at).await?;
+    wrap_up(store, txn, &ReleaseWork::from(&row), event, at).await?;
+    Ok(true)
+}
+
+/// What follows a release in its transaction: the number leaves the account
+/// with its history and configuration, and the customer's email is queued
+/// (caused by `released_event`).
+async fn wrap_up(
+    store: &Store,
+    txn: &DatabaseTransaction,
+    work: &ReleaseWork,
+    event_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let windows = store.policy().windows(at);
+    let number = phone_number::Column::Id.eq(work.phone_number_id);
+    phone_number::Entity::update_many()
+        .col_expr(
+            phone_number::Column::Status,
+            Expr::value(NumberStatus::Released.as_str()),
+        )
+        .col_expr(
+            phone_number::Column::AccountId,
+            Expr::value(Option::<Uuid>::None),
+        )
+        .col_expr(
+            phone_number::Column::ReleasedFromAccount,
+            Expr::value(work.account_id),
+        )
+        .col_expr(
+            phone_number::Column::FriendlyName,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            phone_number::Column::EmailToSms,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            phone_number::Column::SmsWebhookUrl,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            phone_number::Column::VoiceWebhookUrl,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            phone_number::Column::ReleasedAt,
+            Expr::value(windows.released_at),
+        )
+        .col_expr(
+            phone_number::Column::ReclaimableUntil,
+            Expr::value(windows.reclaimable_until),
+        )
+        .col_expr(
+            phone_number::Column::AvailableAfter,
+            Expr::value(windows.available_after),
+        )
+        .col_expr(phone_number::Column::UpdatedAt, Expr::value(at))
+        .filter(number.clone())
+        .exec(txn)
+        .await?;
+    agent_number::Entity::delete_many()
+        .filter(agent_number::Column::PhoneNumberId.eq(work.phone_number_id))
+        .exec(txn)
+        .await?;
+    sms_message::Entity::delete_many()
+        .filter(sms_message::Column::PhoneNumberId.eq(work.phone_number_id))
+        .exec(txn)
+        .await?;
+    let account = crate::accounts::referenced_account(txn, work.account_id).await?;
+    let payload = json!({
+        "request_id": work.request_id,
+        "phone_number": work.phone_number,
+        "phone_number_id": work.phone_number_id,
+        "account_name": account.name,
+        "released_at": windows.released_at,
+        "reclaimable_until": windows.reclaimable_until,
+        "available_after": windows.available_after,
+    });
+    let email = Email {
+        template: "request_released",
+        to: &account.email,
+        event_id,
+        payload,
+    };
+    outbox::queue_email(txn, email, at).await?;
+    Ok(())
+}
+
+impl Store {
     /// Records that the carrier confirmed the release (its own commit, before the
     /// bookkeeping, so a re-run never calls the carrier twice).
     pub async fn record_carrier_release(&self, request_id: Uuid) -> Result<(), StoreError> {
         use release_request::Column;
+        let _turn = self.write_gate.turn(&self.db).await;
         release_request::Entity::update_many()
             .col_expr(Column::CarrierReleasedAt, Expr::value(now()))
             .filter(Column::Id.eq(request_id))
@@ -153,105 +357,12 @@ impl Store {
     /// Finishes a release in one transaction. Safe to run twice: a request that is
     /// no longer `releasing` is left alone.
     pub async fn finish_release(&self, request_id: Uuid) -> Result<(), StoreError> {
-        use release_request::Column;
         let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
-        let at = now();
-        let updated = release_request::Entity::update_many()
-            .col_expr(
-                Column::Status,
-                Expr::value(RequestStatus::Released.as_str()),
-            )
-            .col_expr(Column::ReleasedAt, Expr::value(at))
-            .col_expr(
-                Column::LeaseUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(Column::UpdatedAt, Expr::value(at))
-            .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-            .filter(Column::Id.eq(request_id))
-            .filter(Column::Status.eq(RequestStatus::Releasing.as_str()))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            return Ok(());
-        }
-        let row = request(&txn, request_id).await?;
-        let windows = self.policy().windows(at);
-        let number = phone_number::Column::Id.eq(row.phone_number_id);
-        phone_number::Entity::update_many()
-            .col_expr(
-                phone_number::Column::Status,
-                Expr::value(NumberStatus::Released.as_str()),
-            )
-            .col_expr(
-                phone_number::Column::AccountId,
-                Expr::value(Option::<Uuid>::None),
-            )
-            .col_expr(
-                phone_number::Column::ReleasedFromAccount,
-                Expr::value(row.account_id),
-            )
-            .col_expr(
-                phone_number::Column::FriendlyName,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                phone_number::Column::EmailToSms,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                phone_number::Column::SmsWebhookUrl,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                phone_number::Column::VoiceWebhookUrl,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                phone_number::Column::ReleasedAt,
-                Expr::value(windows.released_at),
-            )
-            .col_expr(
-                phone_number::Column::ReclaimableUntil,
-                Expr::value(windows.reclaimable_until),
-            )
-            .col_expr(
-                phone_number::Column::AvailableAfter,
-                Expr::value(windows.available_after),
-            )
-            .col_expr(phone_number::Column::UpdatedAt, Expr::value(at))
-            .filter(number.clone())
-            .exec(&txn)
-            .await?;
-        agent_number::Entity::delete_many()
-            .filter(agent_number::Column::PhoneNumberId.eq(row.phone_number_id))
-            .exec(&txn)
-            .await?;
-        sms_message::Entity::delete_many()
-            .filter(sms_message::Column::PhoneNumberId.eq(row.phone_number_id))
-            .exec(&txn)
-            .await?;
-        let event_id =
-            events::record(&txn, request_id, "released", Actor::System, None, at).await?;
-        let account = crate::accounts::referenced_account(&txn, row.account_id).await?;
-        let payload = json!({
-            "request_id": row.id,
-            "phone_number": row.phone_number,
-            "phone_number_id": row.phone_number_id,
-            "account_name": account.name,
-            "released_at": windows.released_at,
-            "reclaimable_until": windows.reclaimable_until,
-            "available_after": windows.available_after,
-        });
-        let email = Email {
-            template: "request_released",
-            to: &account.email,
-            event_id,
-            payload,
-        };
-        outbox::queue_email(&txn, email, at).await?;
+        let finished = finish(self, &txn, request_id, now()).await?;
         txn.commit().await?;
-        self.wake_workers();
+        if finished {
+            self.wake_workers();
+        }
         Ok(())
     }
 
@@ -516,6 +627,7 @@ impl Store {
         delay: Duration,
     ) -> Result<(), StoreError> {
         use release_request::Column;
+        let _turn = self.write_gate.turn(&self.db).await;
         release_request::Entity::update_many()
             .col_expr(Column::LeaseUntil, Expr::value(now() + lease_delta(delay)))
             .filter(Column::Id.eq(request_id))

@@ -96,6 +96,7 @@ impl Store {
                 created_at: Set(at),
                 expires_at: Set(after(at, times.retention)),
             };
+            let turn = self.write_gate.turn(&self.db).await;
             let inserted = idempotency_key::Entity::insert(claim)
                 .on_conflict(
                     OnConflict::columns([
@@ -107,11 +108,13 @@ impl Store {
                 )
                 .exec_without_returning(&self.db)
                 .await?;
+            drop(turn);
             if inserted == 1 {
                 return Ok(KeyClaim::Proceed);
             }
 
             // Take over an expired key, or an abandoned claim of this same request.
+            let turn = self.write_gate.turn(&self.db).await;
             let taken = idempotency_key::Entity::update_many()
                 .col_expr(
                     idempotency_key::Column::RequestHash,
@@ -149,6 +152,7 @@ impl Store {
                 )
                 .exec(&self.db)
                 .await?;
+            drop(turn);
             if taken.rows_affected == 1 {
                 return Ok(KeyClaim::Proceed);
             }
@@ -189,6 +193,7 @@ impl Store {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_gate.turn(&self.db).await;
         idempotency_key::Entity::update_many()
             .col_expr(idempotency_key::Column::State, Expr::value(DONE))
             .col_expr(
@@ -214,6 +219,7 @@ impl Store {
         scope: &KeyScope,
         key: &str,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_gate.turn(&self.db).await;
         idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::Scope.eq(scope.as_str()))
             .filter(idempotency_key::Column::Key.eq(key))
@@ -225,6 +231,7 @@ impl Store {
 
     /// Deletes keys whose retention has passed; returns how many went.
     pub async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
+        let _turn = self.write_gate.turn(&self.db).await;
         let result = idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::ExpiresAt.lte(now()))
             .exec(&self.db)

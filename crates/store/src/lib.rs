@@ -105,6 +105,49 @@ impl Store {
         self.outbox_written.notify_one();
     }
 
+    /// On PostgreSQL, relays the database's outbox notifications (every commit
+    /// that writes outbox rows, from any process) to [`Store::outbox_written`],
+    /// until `stop` resolves. Without it a worker learns of another process's
+    /// rows at its next poll. Lost connections are re-established; a
+    /// notification missed meanwhile is picked up by the poll. SQLite: returns
+    /// at once (only this process writes, and it signals directly).
+    pub async fn relay_outbox_notifications(&self, stop: impl std::future::Future<Output = ()>) {
+        let Pool::Postgres(pool) = &self.pool else {
+            return;
+        };
+        tokio::pin!(stop);
+        loop {
+            let listened = self.relay_from(pool);
+            tokio::select! {
+                () = &mut stop => return,
+                result = listened => {
+                    let Err(error) = result;
+                    tracing::warn!(%error, "outbox notifications interrupted; polling meanwhile");
+                }
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn relay_from(
+        &self,
+        pool: &sqlx::PgPool,
+    ) -> Result<std::convert::Infallible, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener
+            .listen(releasedesk_migrations::OUTBOX_CHANNEL)
+            .await?;
+        // Rows committed before we listened: look once.
+        self.wake_workers();
+        loop {
+            listener.recv().await?;
+            self.wake_workers();
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.pool.backend()
     }

@@ -39,9 +39,15 @@ pub(crate) struct Email<'a> {
     pub payload: serde_json::Value,
 }
 
-/// Inserts an outbox row unless one with the same dedup key exists.
-async fn insert(txn: &impl ConnectionTrait, row: outbox::ActiveModel) -> Result<(), StoreError> {
-    outbox::Entity::insert(row)
+/// Inserts outbox rows (one statement), skipping any whose dedup key exists.
+async fn insert(
+    txn: &impl ConnectionTrait,
+    rows: Vec<outbox::ActiveModel>,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::insert_many(rows)
         .on_conflict(
             OnConflict::column(outbox::Column::DedupKey)
                 .do_nothing()
@@ -64,7 +70,7 @@ pub(crate) async fn queue_job(
 ) -> Result<(), StoreError> {
     insert(
         txn,
-        outbox::ActiveModel {
+        vec![outbox::ActiveModel {
             id: Set(releasedesk_domain::new_id()),
             kind: Set("job".into()),
             topic: Set(job.into()),
@@ -77,7 +83,7 @@ pub(crate) async fn queue_job(
             last_error: Set(None),
             created_at: Set(at),
             sent_at: Set(None),
-        },
+        }],
     )
     .await
 }
@@ -87,24 +93,33 @@ pub(crate) async fn queue_email(
     email: Email<'_>,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let row = outbox::ActiveModel {
+    queue_emails(txn, vec![email], at).await
+}
+
+/// Queues several emails in one statement.
+pub(crate) async fn queue_emails(
+    txn: &impl ConnectionTrait,
+    emails: Vec<Email<'_>>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let rows = emails.into_iter().map(|email| outbox::ActiveModel {
         id: Set(releasedesk_domain::new_id()),
         kind: Set("email".into()),
         topic: Set(email.template.into()),
         recipient: Set(Some(email.to.to_owned())),
-        payload: Set(email.payload),
         dedup_key: Set(format!(
             "{}:{}:{}",
             email.event_id, email.template, email.to
         )),
+        payload: Set(email.payload),
         status: Set(OutboxStatus::Pending.as_str().into()),
         attempts: Set(0),
         next_attempt_at: Set(at),
         last_error: Set(None),
         created_at: Set(at),
         sent_at: Set(None),
-    };
-    insert(txn, row).await
+    });
+    insert(txn, rows.collect()).await
 }
 
 /// One outbox row handed to a dispatcher.
@@ -213,9 +228,14 @@ impl crate::Store {
             .collect())
     }
 
-    /// Marks a claimed row delivered.
-    pub async fn outbox_sent(&self, id: Uuid) -> Result<(), StoreError> {
+    /// Marks claimed rows delivered, in one statement: a dispatcher settles a
+    /// batch with one commit instead of one per row.
+    pub async fn outbox_sent(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _turn = self.write_gate.turn(&self.db).await;
         outbox::Entity::update_many()
             .col_expr(
                 outbox::Column::Status,
@@ -229,7 +249,7 @@ impl crate::Store {
                 outbox::Column::LastError,
                 Expr::value(Option::<String>::None),
             )
-            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::Id.is_in(ids.iter().copied()))
             .exec(&self.db)
             .await?;
         Ok(())
@@ -253,6 +273,7 @@ impl crate::Store {
         };
         let next = releasedesk_domain::time::now() + delta(policy.delay(item.attempts));
         let error: String = error.chars().take(1000).collect();
+        let _turn = self.write_gate.turn(&self.db).await;
         outbox::Entity::update_many()
             .col_expr(outbox::Column::Status, Expr::value(status.as_str()))
             .col_expr(outbox::Column::NextAttemptAt, Expr::value(next))

@@ -180,18 +180,17 @@ impl Store {
             "currency": row.currency,
             "requested_at": at,
         });
-        for (template, to) in [
+        let emails = [
             ("request_filed", account.email.as_str()),
             ("staff_new_request", self.settings.staff_email.as_str()),
-        ] {
-            let email = Email {
-                template,
-                to,
-                event_id,
-                payload: payload.clone(),
-            };
-            outbox::queue_email(&txn, email, at).await?;
-        }
+        ]
+        .map(|(template, to)| Email {
+            template,
+            to,
+            event_id,
+            payload: payload.clone(),
+        });
+        outbox::queue_emails(&txn, emails.into(), at).await?;
         txn.commit().await?;
         self.wake_workers();
         Ok(FiledRequest {

@@ -150,7 +150,21 @@ impl Worker {
                     }
                 })
             });
+        // PostgreSQL: other processes' outbox rows (an approval in the reviewer
+        // process) wake the dispatcher through LISTEN/NOTIFY, not at its next poll.
+        let relay = {
+            let store = self.store.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                store
+                    .relay_outbox_notifications(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+            })
+        };
         self.dispatch_loop(shutdown).await;
+        let _ = relay.await;
         if let Some(apalis) = apalis {
             let _ = apalis.await;
         }
@@ -234,32 +248,49 @@ impl Worker {
             .store
             .claim_outbox("job", self.config.batch_size, self.config.lease)
             .await?;
+        let mut delivered = Vec::with_capacity(items.len());
+        let mut to_queue = Vec::new();
         for item in &items {
-            let outcome = self.run_job(item).await;
-            self.settle(item, outcome).await?;
+            match (&self.queue, item.topic.as_str()) {
+                (Some(_), "execute_release") => match release_target(item) {
+                    Ok(request_id) => to_queue.push((item, request_id)),
+                    Err(error) => self.settle_failed(item, error).await?,
+                },
+                _ => match self.run_job(item).await {
+                    Ok(()) => delivered.push(item.id),
+                    Err(error) => self.settle_failed(item, error).await?,
+                },
+            }
         }
+        if let (Some((queue, _)), false) = (&self.queue, to_queue.is_empty()) {
+            // One push for the batch, one UPDATE marking it sent.
+            let jobs = to_queue
+                .iter()
+                .map(|&(_, request_id)| ExecuteRelease { request_id })
+                .collect();
+            match queue.clone().push_all(jobs).await {
+                Ok(()) => {
+                    delivered.extend(to_queue.iter().map(|(item, _)| item.id));
+                    // Nobody listening (no apalis worker in this process) is fine.
+                    let _ = self.pushed.unbounded_send(());
+                }
+                Err(error) => {
+                    for (item, _) in to_queue {
+                        self.settle_failed(item, JobError::Queue(error.to_string()))
+                            .await?;
+                    }
+                }
+            }
+        }
+        self.settle_sent("job", &delivered).await?;
         Ok(items.len())
     }
 
+    /// Runs a job here (without a queue, `execute_release` too).
     async fn run_job(&self, item: &OutboxItem) -> Result<(), JobError> {
         match item.topic.as_str() {
             "execute_release" => {
-                let request_id = item
-                    .payload
-                    .get("request_id")
-                    .and_then(|v| v.as_str())
-                    .and_then(|v| Uuid::parse_str(v).ok())
-                    .ok_or_else(|| JobError::Payload("execute_release needs request_id".into()))?;
-                if let Some((queue, _)) = &self.queue {
-                    let mut queue = queue.clone();
-                    queue
-                        .push(ExecuteRelease { request_id })
-                        .await
-                        .map_err(|e| JobError::Queue(e.to_string()))?;
-                    // Nobody listening (no apalis worker in this process) is fine.
-                    let _ = self.pushed.unbounded_send(());
-                    return Ok(());
-                }
+                let request_id = release_target(item)?;
                 let retry_after = self.config.retry.delay(item.attempts);
                 execute_release(
                     &self.store,
@@ -278,54 +309,76 @@ impl Worker {
         }
     }
 
+    /// Sends a batch of emails, one after another, marking them sent in one
+    /// statement per [`SENT_FLUSH`] emails rather than one commit each. A crash
+    /// between a send and its mark re-sends that email after the lease (with the
+    /// same Message-ID, so the receiving side can drop the copy).
     async fn dispatch_emails(&self) -> Result<usize, StoreError> {
         let items = self
             .store
             .claim_outbox("email", self.config.batch_size, self.config.lease)
             .await?;
+        let mut sent = Vec::with_capacity(SENT_FLUSH);
         for item in &items {
-            let outcome = send_email(&self.mailer, &self.config.mail, item).await;
-            self.settle(item, outcome).await?;
+            match send_email(&self.mailer, &self.config.mail, item).await {
+                Ok(()) => sent.push(item.id),
+                Err(error) => self.settle_failed(item, error).await?,
+            }
+            if sent.len() == SENT_FLUSH {
+                self.settle_sent("email", &sent).await?;
+                sent.clear();
+            }
         }
+        self.settle_sent("email", &sent).await?;
         Ok(items.len())
     }
 
-    /// Marks a row done, or schedules its retry, or gives up on it.
-    async fn settle(
-        &self,
-        item: &OutboxItem,
-        outcome: Result<(), JobError>,
-    ) -> Result<(), StoreError> {
+    /// Marks delivered rows sent.
+    async fn settle_sent(&self, kind: &'static str, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.store.outbox_sent(ids).await?;
+        metrics::counter!(OUTBOX_METRIC, "kind" => kind, "outcome" => "sent")
+            .increment(ids.len() as u64);
+        Ok(())
+    }
+
+    /// Schedules a failed row's retry, or gives up on it.
+    async fn settle_failed(&self, item: &OutboxItem, error: JobError) -> Result<(), StoreError> {
         let kind = if item.recipient.is_some() {
             "email"
         } else {
             "job"
         };
-        match outcome {
-            Ok(()) => {
-                self.store.outbox_sent(item.id).await?;
-                metrics::counter!(OUTBOX_METRIC, "kind" => kind, "outcome" => "sent").increment(1);
-                Ok(())
-            }
-            Err(error) => {
-                let permanent = !error.is_transient();
-                let status = self
-                    .store
-                    .outbox_failed(item, &error.to_string(), permanent, &self.config.retry)
-                    .await?;
-                let outcome = if status == OutboxStatus::Dead {
-                    "dead"
-                } else {
-                    "failed"
-                };
-                metrics::counter!(OUTBOX_METRIC, "kind" => kind, "outcome" => outcome).increment(1);
-                if status == OutboxStatus::Dead {
-                    tracing::error!(outbox.id = %item.id, topic = %item.topic, attempts = item.attempts, %error, "gave up");
-                } else {
-                    tracing::warn!(outbox.id = %item.id, topic = %item.topic, attempts = item.attempts, %error, "will retry");
-                }
-                Ok(())
-            }
+        let permanent = !error.is_transient();
+        let status = self
+            .store
+            .outbox_failed(item, &error.to_string(), permanent, &self.config.retry)
+            .await?;
+        let outcome = if status == OutboxStatus::Dead {
+            "dead"
+        } else {
+            "failed"
+        };
+        metrics::counter!(OUTBOX_METRIC, "kind" => kind, "outcome" => outcome).increment(1);
+        if status == OutboxStatus::Dead {
+            tracing::error!(outbox.id = %item.id, topic = %item.topic, attempts = item.attempts, %error, "gave up");
+        } else {
+            tracing::warn!(outbox.id = %item.id, topic = %item.topic, attempts = item.attempts, %error, "will retry");
         }
+        Ok(())
     }
+}
+
+/// Emails sent before their rows are marked, at most.
+const SENT_FLUSH: usize = 32;
+
+/// The request an `execute_release` row is about.
+fn release_target(item: &OutboxItem) -> Result<Uuid, JobError> {
+    item.payload
+        .get("request_id")
+        .and_then(|v| v.as_str())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .ok_or_else(|| JobError::Payload("execute_release needs request_id".into()))
 }

@@ -120,14 +120,15 @@ impl ReleaseQueue {
         }
     }
 
-    pub async fn push(&mut self, job: ExecuteRelease) -> Result<(), QueueError> {
+    /// Pushes jobs in one round trip (one multi-row INSERT).
+    pub async fn push_all(&mut self, jobs: Vec<ExecuteRelease>) -> Result<(), QueueError> {
         match self {
             Self::Sqlite(storage) => storage
-                .push(job)
+                .push_bulk(jobs)
                 .await
                 .map_err(|e| QueueError::Push(e.to_string())),
             Self::Postgres(storage) => storage
-                .push(job)
+                .push_bulk(jobs)
                 .await
                 .map_err(|e| QueueError::Push(e.to_string())),
         }
@@ -189,8 +190,9 @@ async fn handle(job: ExecuteRelease, context: Data<JobContext>) -> Result<(), Bo
 }
 
 /// Runs one apalis worker named `name` on `queue` until `shutdown` resolves;
-/// jobs in flight finish first. `pushed` fires when this process pushed a job, so
-/// the worker fetches at once (on SQLite, where there is no LISTEN/NOTIFY).
+/// jobs in flight finish first. `pushed` fires when this process pushed jobs, so
+/// the worker fetches at once (on SQLite, where there is no LISTEN/NOTIFY, the
+/// only wake-up besides the poll).
 pub async fn run_worker(
     name: String,
     queue: ReleaseQueue,
@@ -218,12 +220,14 @@ pub async fn run_worker(
         }
         ReleaseQueue::Postgres(storage) => {
             // LISTEN/NOTIFY wakes the worker the moment a job is pushed from any
-            // process; the ticker is the fallback if a notification is missed.
+            // process, and this process's own pushes wake it without the round
+            // trip; the ticker is the fallback if a notification is missed.
             let notifications =
                 apalis_postgres::Pubsub::new(storage.pool().clone(), config.queue.clone());
             let strategy = Strategy::new()
                 .apply(Ticker::new(config.poll_interval))
-                .stream(notifications);
+                .stream(notifications)
+                .stream(pushed);
             let backend = storage.poll_with_strategy(strategy);
             WorkerBuilder::new(name)
                 .backend(backend)

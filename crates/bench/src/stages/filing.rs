@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::{
-    Ctx,
+    Ctx, cpu,
     db::{Db, FreshDb},
     load,
     process::{self, Role, Service},
@@ -46,7 +46,9 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
         let start = warmup + i * per_level;
         let slice = &numbers[start..start + per_level];
         eprintln!("  {label}: filing {per_level} requests with {clients} clients");
+        let before = cpu::sample(&[serve.pid]);
         let outcome = load::file_requests(&http, &base, slice, &fixture.tokens, clients).await?;
+        let usage = before.until(&cpu::sample(&[serve.pid]), slice.len());
         let rps = outcome.per_second();
         throughputs.push((clients, rps));
         let mut row =
@@ -70,6 +72,16 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
             Row::new(label, "filing", format!("{clients} clients: max"))
                 .value(load::max_ms(&outcome.latencies), "ms"),
         );
+        cpu::Rows {
+            label,
+            stage: "filing",
+            prefix: format!("{clients} clients"),
+            unit: "filing",
+            servers: Some("serve"),
+            harness: Some("load generator"),
+            postgres: fresh.db == Db::Postgres,
+        }
+        .push(report, &usage);
     }
     let loaded = serve.peak_rss_mib()?;
     report.push(

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    Ctx,
+    Ctx, cpu,
     db::{Db, FreshDb, exec},
+    report::Report,
 };
 
 const QUEUE: &str = "bench.reference";
@@ -114,14 +115,45 @@ fn postgres_config() -> apalis_postgres::Config {
 
 /// Reference jobs per second with `workers` workers; with `history`, that many
 /// finished jobs and event rows are in the tables first.
-pub async fn drain(ctx: &Ctx, db: Db, workers: usize, history: usize) -> Result<f64> {
+pub async fn drain(
+    ctx: &Ctx,
+    db: Db,
+    workers: usize,
+    history: usize,
+    report: &mut Report,
+) -> Result<f64> {
     let fresh = FreshDb::create(db, &ctx.pg_url).await?;
     let result = measure(ctx, &fresh, workers, history).await;
     fresh.drop_database().await;
-    result
+    let (rate, usage) = result?;
+    let prefix = if history > 0 {
+        format!("reference, {workers} worker(s), {history} finished before")
+    } else {
+        format!("reference, {workers} worker(s)")
+    };
+    cpu::Rows {
+        label: db.label(),
+        stage: if history > 0 {
+            "drain after history"
+        } else {
+            "drain"
+        },
+        prefix,
+        unit: "job",
+        servers: None,
+        harness: Some("harness (apalis + handler)"),
+        postgres: db == Db::Postgres,
+    }
+    .push(report, &usage);
+    Ok(rate)
 }
 
-async fn measure(ctx: &Ctx, fresh: &FreshDb, workers: usize, history: usize) -> Result<f64> {
+async fn measure(
+    ctx: &Ctx,
+    fresh: &FreshDb,
+    workers: usize,
+    history: usize,
+) -> Result<(f64, cpu::Usage)> {
     let n = ctx.plan.drain;
     let pool = fresh.pool(16).await?;
     releasedesk_worker::queue::setup(&pool, &fresh.url)
@@ -204,6 +236,7 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, workers: usize, history: usize) -> 
         finished: Arc::new(Notify::new()),
     };
     let (stop, stopped) = watch::channel(false);
+    let before = cpu::sample(&[]);
     let started = Instant::now();
     let mut running = Vec::new();
     for w in 0..workers {
@@ -218,6 +251,7 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, workers: usize, history: usize) -> 
     let timeout = Duration::from_secs(120 + (n as u64) / 50);
     let finished = tokio::time::timeout(timeout, context.finished.notified()).await;
     let elapsed = started.elapsed();
+    let usage = before.until(&cpu::sample(&[]), n);
     let _ = stop.send(true);
     for worker in running {
         worker.await.context("reference worker panicked")??;
@@ -229,7 +263,7 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, workers: usize, history: usize) -> 
             context.done.load(Ordering::SeqCst)
         );
     }
-    Ok(n as f64 / elapsed.as_secs_f64())
+    Ok((n as f64 / elapsed.as_secs_f64(), usage))
 }
 
 /// Marks every pending job done by an earlier worker, as finished

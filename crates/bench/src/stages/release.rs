@@ -12,10 +12,11 @@ use releasedesk_worker::queue::{ExecuteRelease, QueueConfig, ReleaseQueue};
 use uuid::Uuid;
 
 use crate::{
-    Ctx,
+    Ctx, cpu,
     db::{Db, FreshDb, scalar},
     load::{self, Latencies},
     process::{self, Role, Service},
+    report::Report,
     seed::{Fixture, REASON},
     stages::reference::{finish_jobs, push_chunks},
 };
@@ -128,14 +129,45 @@ async fn decided_and_released(
 /// then `workers` worker processes started; from the first worker's readiness to
 /// the last `released_at`. With `history`, that many finished releases (events,
 /// sent outbox rows, done queue jobs) are in the tables first.
-pub async fn drain(ctx: &Ctx, db: Db, workers: usize, history: usize) -> Result<f64> {
+pub async fn drain(
+    ctx: &Ctx,
+    db: Db,
+    workers: usize,
+    history: usize,
+    report: &mut Report,
+) -> Result<f64> {
     let fresh = FreshDb::create(db, &ctx.pg_url).await?;
     let result = measure_drain(ctx, &fresh, workers, history).await;
     fresh.drop_database().await;
-    result
+    let (rate, usage) = result?;
+    let prefix = if history > 0 {
+        format!("{workers} worker(s), {history} finished before")
+    } else {
+        format!("{workers} worker(s)")
+    };
+    cpu::Rows {
+        label: db.label(),
+        stage: if history > 0 {
+            "drain after history"
+        } else {
+            "drain"
+        },
+        prefix,
+        unit: "release",
+        servers: Some("worker processes"),
+        harness: None,
+        postgres: db == Db::Postgres,
+    }
+    .push(report, &usage);
+    Ok(rate)
 }
 
-async fn measure_drain(ctx: &Ctx, fresh: &FreshDb, workers: usize, history: usize) -> Result<f64> {
+async fn measure_drain(
+    ctx: &Ctx,
+    fresh: &FreshDb,
+    workers: usize,
+    history: usize,
+) -> Result<(f64, cpu::Usage)> {
     let n = ctx.plan.drain;
     let label = fresh.db.label();
     let vars = process::environment(fresh);
@@ -154,6 +186,8 @@ async fn measure_drain(ctx: &Ctx, fresh: &FreshDb, workers: usize, history: usiz
     fixture.mark_filing_emails_sent().await?;
 
     let started = Utc::now();
+    // The workers' CPU is counted over their whole lives (they start now).
+    let before = cpu::sample(&[]);
     let mut running = Vec::new();
     let starts =
         (0..workers).map(|_| Service::start(&ctx.binary, Role::Worker, &vars, fresh.path()));
@@ -174,6 +208,8 @@ async fn measure_drain(ctx: &Ctx, fresh: &FreshDb, workers: usize, history: usiz
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let pids: Vec<u32> = running.iter().map(|s| s.pid).collect();
+    let usage = before.until(&cpu::sample(&pids), n);
     let last = last_released(&pool).await?;
     let mut errors = Vec::new();
     for service in running {
@@ -185,7 +221,7 @@ async fn measure_drain(ctx: &Ctx, fresh: &FreshDb, workers: usize, history: usiz
         bail!("worker logged errors:\n{}", errors.join("\n"));
     }
     let seconds = (last - started).num_microseconds().context("no duration")? as f64 / 1e6;
-    Ok(n as f64 / seconds)
+    Ok((n as f64 / seconds, usage))
 }
 
 async fn last_released(pool: &Pool) -> Result<DateTime<Utc>> {

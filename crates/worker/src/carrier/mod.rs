@@ -39,6 +39,13 @@ pub enum CarrierError {
 
 #[async_trait]
 pub trait Carrier: Send + Sync + std::fmt::Debug {
+    /// Whether a release is reported to someone outside our database. When it
+    /// is not, a release is carried out in one transaction (there is no external
+    /// effect to keep from repeating, so no separate lease and confirmation).
+    fn has_upstream(&self) -> bool {
+        true
+    }
+
     async fn release(&self, release: &CarrierRelease) -> Result<(), CarrierError>;
     async fn reclaim(&self, reclaim: &CarrierReclaim) -> Result<(), CarrierError>;
 }
@@ -49,6 +56,10 @@ pub struct LocalCarrier;
 
 #[async_trait]
 impl Carrier for LocalCarrier {
+    fn has_upstream(&self) -> bool {
+        false
+    }
+
     async fn release(&self, release: &CarrierRelease) -> Result<(), CarrierError> {
         tracing::debug!(request.id = %release.request_id, "local carrier: release recorded in inventory");
         Ok(())
