@@ -595,7 +595,7 @@ async fn a_release_approved_while_the_worker_is_down_is_carried_out_when_it_star
 /// On PostgreSQL a worker process learns of an approval made in another process
 /// from the database's notification, not from its poll: with the poll at a
 /// minute, filing and approval in `api` and `reviewer` still end `released`
-/// with every email sent within seconds.
+/// within seconds, and the round that wakes also sends the emails waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_on_postgres_is_woken_by_other_processes_commits_not_its_poll() {
     let Some(database) = TestDatabase::postgres().await else {

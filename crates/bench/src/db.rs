@@ -30,12 +30,34 @@ impl Db {
     }
 }
 
+/// The emails of a run go to memory (`/dev/shm`) where there is one: a release
+/// sends two, and creating files on this machine's ext4 (an inode allocator
+/// scanning for free inodes among many recently deleted ones) cost more CPU than
+/// the release itself in profiles. Production sends over SMTP; the database
+/// files stay on disk.
+fn mail_dir() -> std::io::Result<tempfile::TempDir> {
+    let builder = {
+        let mut b = tempfile::Builder::new();
+        b.prefix("releasedesk-bench-mail-");
+        b
+    };
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = builder.tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    builder.tempdir()
+}
+
 /// One fresh database and a scratch directory (mail, logs) that go with it.
 #[derive(Debug)]
 pub struct FreshDb {
     pub db: Db,
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// Where the processes under test write their emails (`.eml` files).
+    pub mail: tempfile::TempDir,
     admin_url: String,
     pg_name: Option<String>,
 }
@@ -46,6 +68,7 @@ impl FreshDb {
             .prefix("releasedesk-bench-")
             .tempdir()
             .context("create a scratch directory")?;
+        let mail = mail_dir().context("create a directory for the emails")?;
         let (url, pg_name) = match db {
             Db::Sqlite => (
                 format!(
@@ -71,6 +94,7 @@ impl FreshDb {
             db,
             url,
             dir,
+            mail,
             admin_url: admin_url.to_owned(),
             pg_name,
         })
@@ -78,6 +102,10 @@ impl FreshDb {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    pub fn mail_dir(&self) -> &Path {
+        self.mail.path()
     }
 
     pub fn scratch(&self, name: &str) -> PathBuf {

@@ -87,7 +87,7 @@ pub fn environment(fresh: &FreshDb) -> Vec<(String, String)> {
         ("DATABASE_URL".to_owned(), fresh.url.clone()),
         (
             "RELEASEDESK__MAIL__OUTBOX_DIR".to_owned(),
-            fresh.scratch("mail").display().to_string(),
+            fresh.mail_dir().display().to_string(),
         ),
         ("RELEASEDESK__CARRIER__KIND".to_owned(), "local".to_owned()),
         (

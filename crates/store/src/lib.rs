@@ -106,7 +106,7 @@ impl Store {
     }
 
     /// On PostgreSQL, relays the database's outbox notifications (every commit
-    /// that writes outbox rows, from any process) to [`Store::outbox_written`],
+    /// that schedules a job, from any process) to [`Store::outbox_written`],
     /// until `stop` resolves. Without it a worker learns of another process's
     /// rows at its next poll. Lost connections are re-established; a
     /// notification missed meanwhile is picked up by the poll. SQLite: returns
