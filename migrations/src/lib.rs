@@ -6,6 +6,7 @@ mod m20261123_000001_initial;
 mod m20261123_000002_execution;
 mod m20261123_000003_idempotency;
 mod m20261123_000004_outbox_notify;
+mod m20261123_000005_outbox_due_by_kind;
 
 pub use m20261123_000004_outbox_notify::CHANNEL as OUTBOX_CHANNEL;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_execution::Migration),
             Box::new(m20261123_000003_idempotency::Migration),
             Box::new(m20261123_000004_outbox_notify::Migration),
+            Box::new(m20261123_000005_outbox_due_by_kind::Migration),
         ]
     }
 }

@@ -122,6 +122,10 @@ pub(crate) async fn queue_emails(
     insert(txn, rows.collect()).await
 }
 
+/// Rows not yet delivered (pending, or claimed and maybe abandoned), spelled
+/// as the partial index `idx_outbox_undelivered` spells it.
+const UNDELIVERED: &str = "status IN ('pending', 'sending')";
+
 /// One outbox row handed to a dispatcher.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxItem {
@@ -179,10 +183,9 @@ impl crate::Store {
             .select_only()
             .column(outbox::Column::Id)
             .filter(outbox::Column::Kind.eq(kind))
-            .filter(outbox::Column::Status.is_in([
-                OutboxStatus::Pending.as_str(),
-                OutboxStatus::Sending.as_str(),
-            ]))
+            // Literals, not parameters: the condition of `idx_outbox_undelivered`,
+            // which both databases use only when they can see it is implied.
+            .filter(Expr::cust(UNDELIVERED))
             .filter(outbox::Column::NextAttemptAt.lte(at))
             .order_by_asc(outbox::Column::NextAttemptAt)
             .limit(limit)
@@ -290,6 +293,18 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_claim_names_the_undelivered_statuses_as_the_index_does() {
+        assert_eq!(
+            UNDELIVERED,
+            format!(
+                "status IN ('{}', '{}')",
+                OutboxStatus::Pending.as_str(),
+                OutboxStatus::Sending.as_str()
+            )
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
