@@ -677,4 +677,31 @@ async fn queue_is_served_by_the_status_index(app: TestApp) {
             "{filter:?}:\n{plan}"
         );
     }
+    // A deep page walks the index from the cursor in order: no gathering of
+    // every row past it into a bitmap, no sort.
+    let cursor =
+        releasedesk_store::Cursor::after(chrono::Utc::now(), uuid::Uuid::now_v7()).encode();
+    for order in [
+        releasedesk_store::QueueOrder::Oldest,
+        releasedesk_store::QueueOrder::Newest,
+    ] {
+        let filter = QueueFilter {
+            order,
+            ..QueueFilter::default()
+        };
+        let page = PageRequest::parse(Some(50), Some(&cursor)).unwrap();
+        let plan = app
+            .store
+            .queue_plan(&me, &filter, page)
+            .await
+            .unwrap()
+            .join("\n");
+        assert!(
+            plan.contains("idx_release_requests_status")
+                && !plan.contains("Bitmap")
+                && !plan.contains("Sort")
+                && !plan.contains("TEMP B-TREE"),
+            "{order:?} after a cursor:\n{plan}"
+        );
+    }
 }

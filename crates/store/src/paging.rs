@@ -132,6 +132,11 @@ impl<T> Page<T> {
 }
 
 /// Rows after `cursor` in `(at, id)` order, ascending or descending.
+///
+/// The redundant bound on `at` alone lets PostgreSQL start an index range scan
+/// at the cursor and walk it in order; with the OR by itself it gathered every
+/// row past the cursor in a bitmap and sorted them (a deep page of a queue of a
+/// million: p50 12.8 ms, growing with depth).
 pub(crate) fn after_time(
     at_column: impl ColumnTrait,
     id_column: impl ColumnTrait,
@@ -140,14 +145,16 @@ pub(crate) fn after_time(
 ) -> Result<sea_orm::Condition, DomainError> {
     use sea_orm::Condition;
     let at = cursor.at_or_invalid()?;
-    let (beyond_at, beyond_id) = if ascending {
-        (at_column.gt(at), id_column.gt(cursor.id))
+    let (from, beyond_at, beyond_id) = if ascending {
+        (at_column.gte(at), at_column.gt(at), id_column.gt(cursor.id))
     } else {
-        (at_column.lt(at), id_column.lt(cursor.id))
+        (at_column.lte(at), at_column.lt(at), id_column.lt(cursor.id))
     };
-    Ok(Condition::any()
-        .add(beyond_at)
-        .add(Condition::all().add(at_column.eq(at)).add(beyond_id)))
+    Ok(Condition::all().add(from).add(
+        Condition::any()
+            .add(beyond_at)
+            .add(Condition::all().add(at_column.eq(at)).add(beyond_id)),
+    ))
 }
 
 /// One page of `query` in ascending id order, which for UUID v7 ids is creation
