@@ -120,7 +120,35 @@ pub struct Rows<'a> {
     pub postgres: bool,
 }
 
-impl Rows<'_> {
+impl<'a> Rows<'a> {
+    /// The rows of a drain by `workers` workers after `history` finished
+    /// releases; `subject` starts their names ("reference, " or nothing).
+    pub fn drain(
+        db: crate::db::Db,
+        subject: &str,
+        workers: usize,
+        history: usize,
+        unit: &'a str,
+    ) -> Self {
+        let mut prefix = format!("{subject}{workers} worker(s)");
+        if history > 0 {
+            prefix += &format!(", {history} finished before");
+        }
+        Rows {
+            label: db.label(),
+            stage: if history > 0 {
+                "drain after history"
+            } else {
+                "drain"
+            },
+            prefix,
+            unit,
+            servers: None,
+            harness: None,
+            postgres: db == crate::db::Db::Postgres,
+        }
+    }
+
     /// CPU per unit of each party, and how busy the cores were.
     pub fn push(&self, report: &mut crate::report::Report, usage: &Usage) {
         use crate::report::Row;

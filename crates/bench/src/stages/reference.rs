@@ -126,23 +126,9 @@ pub async fn drain(
     let result = measure(ctx, &fresh, workers, history).await;
     fresh.drop_database().await;
     let (rate, usage) = result?;
-    let prefix = if history > 0 {
-        format!("reference, {workers} worker(s), {history} finished before")
-    } else {
-        format!("reference, {workers} worker(s)")
-    };
     cpu::Rows {
-        label: db.label(),
-        stage: if history > 0 {
-            "drain after history"
-        } else {
-            "drain"
-        },
-        prefix,
-        unit: "job",
-        servers: None,
         harness: Some("harness (apalis + handler)"),
-        postgres: db == Db::Postgres,
+        ..cpu::Rows::drain(db, "reference, ", workers, history, "job")
     }
     .push(report, &usage);
     Ok(rate)

@@ -140,23 +140,9 @@ pub async fn drain(
     let result = measure_drain(ctx, &fresh, workers, history).await;
     fresh.drop_database().await;
     let (rate, usage) = result?;
-    let prefix = if history > 0 {
-        format!("{workers} worker(s), {history} finished before")
-    } else {
-        format!("{workers} worker(s)")
-    };
     cpu::Rows {
-        label: db.label(),
-        stage: if history > 0 {
-            "drain after history"
-        } else {
-            "drain"
-        },
-        prefix,
-        unit: "release",
         servers: Some("worker processes"),
-        harness: None,
-        postgres: db == Db::Postgres,
+        ..cpu::Rows::drain(db, "", workers, history, "release")
     }
     .push(report, &usage);
     Ok(rate)
