@@ -57,17 +57,7 @@ pub(crate) async fn record(
     note: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<Uuid, StoreError> {
-    let id = releasedesk_domain::new_id();
-    release_event::Entity::insert(release_event::ActiveModel {
-        id: Set(id),
-        request_id: Set(request_id),
-        at: Set(at),
-        kind: Set(kind.to_owned()),
-        actor: Set(actor.label()),
-        note: Set(note.map(str::to_owned)),
-    })
-    .exec_without_returning(txn)
-    .await?;
+    let [id] = record_all(txn, request_id, [(kind, note)], actor, at).await?;
     Ok(id)
 }
 

@@ -265,7 +265,6 @@ async fn wrap_up(
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let windows = store.policy().windows(at);
-    let number = phone_number::Column::Id.eq(work.phone_number_id);
     phone_number::Entity::update_many()
         .col_expr(
             phone_number::Column::Status,
@@ -308,7 +307,7 @@ async fn wrap_up(
             Expr::value(windows.available_after),
         )
         .col_expr(phone_number::Column::UpdatedAt, Expr::value(at))
-        .filter(number.clone())
+        .filter(phone_number::Column::Id.eq(work.phone_number_id))
         .exec(txn)
         .await?;
     agent_number::Entity::delete_many()

@@ -58,6 +58,31 @@ async fn insert(
     Ok(())
 }
 
+/// A new pending row, due at `at`.
+fn pending(
+    kind: &str,
+    topic: &str,
+    recipient: Option<&str>,
+    payload: serde_json::Value,
+    dedup_key: String,
+    at: DateTime<Utc>,
+) -> outbox::ActiveModel {
+    outbox::ActiveModel {
+        id: Set(releasedesk_domain::new_id()),
+        kind: Set(kind.into()),
+        topic: Set(topic.into()),
+        recipient: Set(recipient.map(str::to_owned)),
+        payload: Set(payload),
+        dedup_key: Set(dedup_key),
+        status: Set(OutboxStatus::Pending.as_str().into()),
+        attempts: Set(0),
+        next_attempt_at: Set(at),
+        last_error: Set(None),
+        created_at: Set(at),
+        sent_at: Set(None),
+    }
+}
+
 /// Schedules a job durably: the row commits with the change that needs the job,
 /// and a dispatcher hands it to the job queue. `key` makes it unique (one
 /// `execute_release` per request, however often approval is retried).
@@ -68,24 +93,8 @@ pub(crate) async fn queue_job(
     payload: serde_json::Value,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    insert(
-        txn,
-        vec![outbox::ActiveModel {
-            id: Set(releasedesk_domain::new_id()),
-            kind: Set("job".into()),
-            topic: Set(job.into()),
-            recipient: Set(None),
-            payload: Set(payload),
-            dedup_key: Set(format!("{job}:{key}")),
-            status: Set(OutboxStatus::Pending.as_str().into()),
-            attempts: Set(0),
-            next_attempt_at: Set(at),
-            last_error: Set(None),
-            created_at: Set(at),
-            sent_at: Set(None),
-        }],
-    )
-    .await
+    let row = pending("job", job, None, payload, format!("{job}:{key}"), at);
+    insert(txn, vec![row]).await
 }
 
 pub(crate) async fn queue_email(
@@ -102,24 +111,21 @@ pub(crate) async fn queue_emails(
     emails: Vec<Email<'_>>,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let rows = emails.into_iter().map(|email| outbox::ActiveModel {
-        id: Set(releasedesk_domain::new_id()),
-        kind: Set("email".into()),
-        topic: Set(email.template.into()),
-        recipient: Set(Some(email.to.to_owned())),
-        dedup_key: Set(format!(
-            "{}:{}:{}",
-            email.event_id, email.template, email.to
-        )),
-        payload: Set(email.payload),
-        status: Set(OutboxStatus::Pending.as_str().into()),
-        attempts: Set(0),
-        next_attempt_at: Set(at),
-        last_error: Set(None),
-        created_at: Set(at),
-        sent_at: Set(None),
-    });
-    insert(txn, rows.collect()).await
+    let rows = emails
+        .into_iter()
+        .map(|email| {
+            let dedup_key = format!("{}:{}:{}", email.event_id, email.template, email.to);
+            pending(
+                "email",
+                email.template,
+                Some(email.to),
+                email.payload,
+                dedup_key,
+                at,
+            )
+        })
+        .collect();
+    insert(txn, rows).await
 }
 
 /// Rows not yet delivered (pending, or claimed and maybe abandoned), spelled

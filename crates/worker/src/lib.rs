@@ -262,7 +262,9 @@ impl Worker {
                 },
             }
         }
-        if let (Some((queue, _)), false) = (&self.queue, to_queue.is_empty()) {
+        if let Some((queue, _)) = &self.queue
+            && !to_queue.is_empty()
+        {
             // One push for the batch, one UPDATE marking it sent.
             let jobs = to_queue
                 .iter()
@@ -333,7 +335,7 @@ impl Worker {
         Ok(items.len())
     }
 
-    /// Marks delivered rows sent.
+    /// Marks delivered rows sent (and counts them; no metric for none).
     async fn settle_sent(&self, kind: &'static str, ids: &[Uuid]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
