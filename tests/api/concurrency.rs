@@ -1,12 +1,18 @@
 //! Races resolve in the database: exactly one winner, no "database is locked".
 
+use std::time::Duration;
+
 use futures::future::join_all;
-use releasedesk_tests::{TestApp, backend_tests};
+use releasedesk_store::{FILING_BATCH_METRIC, Pool};
+use releasedesk_tests::{TestApp, assert_error, backend_tests};
 use reqwest::StatusCode;
+
+use crate::operations::{sample, scrape};
 
 backend_tests!(
     thirty_concurrent_duplicate_requests_give_exactly_one_201,
     thirty_two_concurrent_writers_all_succeed,
+    filings_that_wait_together_commit_together_each_with_its_own_answer,
 );
 
 async fn thirty_concurrent_duplicate_requests_give_exactly_one_201(app: TestApp) {
@@ -70,4 +76,146 @@ async fn thirty_two_concurrent_writers_all_succeed(app: TestApp) {
         assert_eq!(*agent, StatusCode::CREATED, "{agent_body}");
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM release_requests").await, 32);
+}
+
+/// (transactions, filings) the filing writer has committed so far.
+async fn filing_batches(app: &TestApp) -> (f64, f64) {
+    let text = scrape(app).await;
+    let of = |suffix: &str| sample(&text, &format!("{FILING_BATCH_METRIC}_{suffix}"), &[]);
+    (of("count").unwrap_or(0.0), of("sum").unwrap_or(0.0))
+}
+
+/// Filings that queue while the database is busy are written in one
+/// transaction, and each still gets the answer it would have got alone: the
+/// refusals (not ours, in use, already pending, filed twice in the batch, not
+/// active) change nothing for the others.
+async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app: TestApp) {
+    let acme = app.customer().await;
+    let other = app.customer().await;
+    let mut fresh = Vec::new();
+    for _ in 0..12 {
+        fresh.push(app.number(&acme).await);
+    }
+    let theirs = app.number(&other).await;
+    let in_use = app.number(&acme).await;
+    app.agent(&acme, "Night shift", true, &[in_use]).await;
+    let pending = app.number(&acme).await;
+    assert_eq!(
+        app.request_release(&acme, pending, "Filed before the burst.")
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let twice = app.number(&acme).await;
+    let gone = app.number(&acme).await;
+    // The last number made (ids are blobs on SQLite; numbers count up).
+    app.execute(
+        "UPDATE phone_numbers SET status = 'releasing' \
+         WHERE e164 = (SELECT MAX(e164) FROM phone_numbers)",
+    )
+    .await;
+    let (batches_before, filed_before) = filing_batches(&app).await;
+
+    // Another connection holds back every write to release_requests.
+    let hold = match app.store.pool() {
+        Pool::Sqlite(pool) => {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            Held::Sqlite(conn)
+        }
+        Pool::Postgres(pool) => {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::raw_sql("BEGIN; LOCK TABLE release_requests IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            Held::Postgres(conn)
+        }
+    };
+    let mut targets = fresh.clone();
+    targets.extend([theirs, in_use, pending, twice, twice, gone]);
+    let burst = join_all(targets.iter().map(|number| {
+        let (app, acme) = (&app, &acme);
+        async move {
+            app.request_release(acme, *number, "Part of a burst of filings.")
+                .await
+        }
+    }));
+    let release = async {
+        // Long enough for every request to reach the writer's queue.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match hold {
+            Held::Sqlite(mut conn) => sqlx::raw_sql("COMMIT").execute(&mut *conn).await.map(drop),
+            Held::Postgres(mut conn) => sqlx::raw_sql("COMMIT").execute(&mut *conn).await.map(drop),
+        }
+        .unwrap();
+    };
+    let (answers, ()) = tokio::join!(burst, release);
+
+    let (ours, refused) = answers.split_at(fresh.len());
+    for ((status, body), number) in ours.iter().zip(&fresh) {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+        assert_eq!(
+            body["data"]["phone_number_id"],
+            number.to_string(),
+            "{body}"
+        );
+    }
+    let [theirs, in_use, pending, first, second, gone] = refused else {
+        panic!("{refused:?}");
+    };
+    assert_error(theirs.0, &theirs.1, StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_error(
+        in_use.0,
+        &in_use.1,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "PHONE_NUMBER_IN_USE",
+    );
+    assert_error(
+        pending.0,
+        &pending.1,
+        StatusCode::CONFLICT,
+        "RELEASE_ALREADY_PENDING",
+    );
+    let mut twice = [first.0, second.0];
+    twice.sort();
+    assert_eq!(
+        twice,
+        [StatusCode::CREATED, StatusCode::CONFLICT],
+        "{first:?} {second:?}"
+    );
+    assert_error(gone.0, &gone.1, StatusCode::CONFLICT, "NUMBER_NOT_ACTIVE");
+
+    // The pending one, the twelve and one of the twice-filed: each with its
+    // event and both emails.
+    let filed = 1 + fresh.len() as i64 + 1;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM release_requests").await,
+        filed
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM release_events").await,
+        filed
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE kind = 'email'")
+            .await,
+        2 * filed
+    );
+    let (batches, filings) = filing_batches(&app).await;
+    assert_eq!(filings - filed_before, targets.len() as f64);
+    assert!(
+        batches - batches_before <= 3.0,
+        "{} filings took {} transactions",
+        targets.len(),
+        batches - batches_before
+    );
+}
+
+enum Held {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }

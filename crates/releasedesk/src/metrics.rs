@@ -1,6 +1,7 @@
 //! `/metrics` in Prometheus' text format: HTTP traffic by route and status,
 //! the queues read from the database at scrape time, and the worker's counters
-//! (`releasedesk_jobs_total`, `releasedesk_outbox_deliveries_total`).
+//! (`releasedesk_jobs_total`, `releasedesk_outbox_deliveries_total`) and how many
+//! filings each write transaction carried (`releasedesk_filing_batch_size`).
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -79,6 +80,10 @@ fn describe() {
     metrics::describe_gauge!(
         "releasedesk_database_up",
         "1 if the last scrape could read the database"
+    );
+    metrics::describe_histogram!(
+        releasedesk_store::FILING_BATCH_METRIC,
+        "Release requests filed per write transaction (concurrent filings commit together)"
     );
     metrics::describe_counter!(
         releasedesk_worker::JOBS_METRIC,

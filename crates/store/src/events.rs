@@ -74,18 +74,30 @@ pub(crate) async fn record_all<const N: usize>(
     let rows = ids
         .iter()
         .zip(events)
-        .map(|(id, (kind, note))| release_event::ActiveModel {
-            id: Set(*id),
-            request_id: Set(request_id),
-            at: Set(at),
-            kind: Set(kind.to_owned()),
-            actor: Set(actor.label()),
-            note: Set(note.map(str::to_owned)),
-        });
+        .map(|(id, (kind, note))| row(*id, request_id, kind, actor, note, at));
     release_event::Entity::insert_many(rows)
         .exec_without_returning(txn)
         .await?;
     Ok(ids)
+}
+
+/// The row of one event.
+pub(crate) fn row(
+    id: Uuid,
+    request_id: Uuid,
+    kind: &str,
+    actor: Actor,
+    note: Option<&str>,
+    at: DateTime<Utc>,
+) -> release_event::ActiveModel {
+    release_event::ActiveModel {
+        id: Set(id),
+        request_id: Set(request_id),
+        at: Set(at),
+        kind: Set(kind.to_owned()),
+        actor: Set(actor.label()),
+        note: Set(note.map(str::to_owned)),
+    }
 }
 
 pub(crate) async fn timeline(

@@ -14,6 +14,7 @@ pub mod entity;
 mod error;
 mod events;
 mod execution;
+mod filing;
 mod idempotency;
 mod import;
 mod jobs;
@@ -39,6 +40,7 @@ pub use db::{Backend, DbOptions, Pool, connect};
 pub use error::StoreError;
 pub use events::{Actor, EventView};
 pub use execution::{Begin, ReleaseWork};
+pub use filing::FILING_BATCH_METRIC;
 pub use idempotency::{KeyClaim, KeyScope, KeyTimes, StoredResponse};
 pub use import::{ImportOutcome, ImportRow};
 pub use numbers::{
@@ -73,6 +75,8 @@ pub struct Store {
     migrations_current: Arc<std::sync::atomic::AtomicBool>,
     /// Queues this process's SQLite writers (see [`db::begin_write`]).
     write_gate: db::WriteGate,
+    /// The way to this process's filing writer (see `filing`).
+    filings: Arc<filing::FilingQueue>,
 }
 
 impl std::fmt::Debug for Store {
@@ -92,6 +96,7 @@ impl Store {
             outbox_written: Arc::new(tokio::sync::Notify::new()),
             migrations_current: Arc::default(),
             write_gate: db::WriteGate::default(),
+            filings: Arc::default(),
         }
     }
 

@@ -1,14 +1,12 @@
 //! Release requests from the customer's side: file, cancel, list, read.
 
 use chrono::{DateTime, Utc};
-use releasedesk_domain::{DomainError, Money, NumberStatus, Reason, RequestStatus, time::now};
+use releasedesk_domain::{DomainError, Money, RequestStatus, time::now};
 use sea_orm::{
-    ActiveValue::Set,
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -16,11 +14,7 @@ use crate::{
     Actor, Cursor, EventView, Page, PageRequest, Store, StoreError,
     db::begin_write,
     entity::release_request,
-    error::is_unique_violation,
-    events,
-    numbers::{active_agents_using, owned, parse_status},
-    outbox::{self, Email},
-    paging,
+    events, paging,
     schema::{MoneySchema, RequestStatusSchema},
 };
 
@@ -106,105 +100,6 @@ async fn owned_request(
 }
 
 impl Store {
-    /// Files a release request for an active number of the account.
-    ///
-    /// The unique partial index on open requests decides races: of any number of
-    /// concurrent filings for one number exactly one commits, the others get
-    /// `RELEASE_ALREADY_PENDING`. The timeline event and the "filed" emails (to the
-    /// account and to staff) commit with the request.
-    pub async fn file_request(
-        &self,
-        account_id: Uuid,
-        number_id: Uuid,
-        reason: Reason,
-        actor: Actor,
-    ) -> Result<FiledRequest, StoreError> {
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
-        let number = owned(&txn, account_id, number_id).await?;
-        if parse_status(&number.status)? != NumberStatus::Active {
-            return Err(DomainError::NumberNotActive.into());
-        }
-        let in_use = active_agents_using(&txn, number_id).await?;
-        if !in_use.is_empty() {
-            return Err(DomainError::PhoneNumberInUse(in_use).into());
-        }
-        let at = now();
-        let fee = self.policy().early_termination_fee(number.purchased_at, at);
-        let row = release_request::ActiveModel {
-            id: Set(releasedesk_domain::new_id()),
-            account_id: Set(account_id),
-            phone_number_id: Set(number_id),
-            phone_number: Set(number.e164.clone()),
-            reason: Set(reason.into_inner()),
-            status: Set(RequestStatus::Pending.as_str().into()),
-            requested_at: Set(at),
-            requested_by: Set(actor.label()),
-            filed_by_staff_id: Set(match actor {
-                Actor::Staff(id) => Some(id),
-                _ => None,
-            }),
-            early_termination_fee_minor: Set(fee.minor()),
-            currency: Set(self.policy().currency.clone()),
-            claimed_by: Set(None),
-            claimed_at: Set(None),
-            decided_at: Set(None),
-            decided_by: Set(None),
-            decision_note: Set(None),
-            cancelled_by: Set(None),
-            released_at: Set(None),
-            failure_reason: Set(None),
-            version: Set(1),
-            updated_at: Set(at),
-            lease_until: Set(None),
-            execution_attempts: Set(0),
-            carrier_released_at: Set(None),
-        };
-        let row = match release_request::Entity::insert(row)
-            .exec_with_returning(&txn)
-            .await
-        {
-            Ok(row) => row,
-            Err(e) if is_unique_violation(&e) => {
-                return Err(DomainError::ReleaseAlreadyPending.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let event_id = events::record(&txn, row.id, "requested", actor, None, at).await?;
-        let account = crate::accounts::referenced_account(&txn, account_id).await?;
-        let payload = json!({
-            "request_id": row.id,
-            "phone_number": row.phone_number,
-            "account_name": account.name,
-            "reason": row.reason,
-            "early_termination_fee": fee,
-            "currency": row.currency,
-            "requested_at": at,
-        });
-        let emails = [
-            ("request_filed", account.email.as_str()),
-            ("staff_new_request", self.settings.staff_email.as_str()),
-        ]
-        .map(|(template, to)| Email {
-            template,
-            to,
-            event_id,
-            payload: payload.clone(),
-        });
-        outbox::queue_emails(&txn, emails.into(), at).await?;
-        txn.commit().await?;
-        self.wake_workers();
-        Ok(FiledRequest {
-            id: row.id,
-            phone_number_id: row.phone_number_id,
-            phone_number: row.phone_number,
-            reason: row.reason,
-            status: RequestStatus::Pending,
-            requested_at: row.requested_at,
-            early_termination_fee: fee,
-            currency: row.currency,
-        })
-    }
-
     /// Cancels a pending request of the account. Only `pending` can be cancelled;
     /// the guard is in the UPDATE, so a concurrent approval and cancel cannot both
     /// win.

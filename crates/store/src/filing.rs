@@ -1,0 +1,391 @@
+//! Filing release requests, with group commit.
+//!
+//! A filing is a write transaction of several statements (the number, its
+//! agents, the request, its timeline event, two emails). Run one by one, a
+//! burst of filings queues on commits: on SQLite every filing holds the single
+//! write lock for all its statements, on PostgreSQL every filing pays its own
+//! round trips and commit. So each process has one filing writer, a task that
+//! takes every filing waiting and writes them together: four reads and three
+//! multi-row INSERTs in one transaction, however many filings it holds. Alone,
+//! a filing is a batch of one and waits for nobody.
+//!
+//! Each filing still gets its own answer, decided as if it had run alone, in
+//! queue order: a number filed twice in one batch is filed once, the second
+//! gets `RELEASE_ALREADY_PENDING`. If a batch fails as a whole (on PostgreSQL a
+//! concurrent process can win the unique index between our check and our
+//! INSERT), its filings are retried one per transaction, so one filing never
+//! fails another.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Mutex, PoisonError},
+};
+
+use releasedesk_domain::{DomainError, InUseAgent, NumberStatus, Reason, RequestStatus, time::now};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
+};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{
+    Actor, FiledRequest, Store, StoreError,
+    db::begin_write,
+    entity::{account, agent, agent_number, phone_number, release_event, release_request},
+    error::is_unique_violation,
+    events,
+    numbers::parse_status,
+    outbox::{self, Email},
+};
+
+/// The most filings written in one transaction. 64 requests of 25 columns stay
+/// far below either database's limit on bound parameters.
+const MAX_BATCH: usize = 64;
+
+/// Filings waiting beyond this make callers wait to queue (back-pressure).
+const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
+
+/// The metric with the number of filings per write transaction.
+pub const FILING_BATCH_METRIC: &str = "releasedesk_filing_batch_size";
+
+/// Open requests, spelled as the unique partial index
+/// `release_requests_one_open_per_number` spells them, so both databases use it.
+const OPEN: &str = "status IN ('pending', 'approved', 'releasing')";
+
+/// One filing, as the caller asked for it.
+struct Filing {
+    account_id: Uuid,
+    number_id: Uuid,
+    reason: Reason,
+    actor: Actor,
+    answer: oneshot::Sender<Result<FiledRequest, StoreError>>,
+}
+
+type Outcome = Result<FiledRequest, StoreError>;
+
+/// The way to this process's filing writer, started on first use and again if
+/// it ever stopped.
+#[derive(Default)]
+pub(crate) struct FilingQueue(Mutex<Option<mpsc::Sender<Filing>>>);
+
+impl FilingQueue {
+    fn sender(&self, store: &Store) -> mpsc::Sender<Filing> {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(sender) if !sender.is_closed() => sender.clone(),
+            _ => {
+                let (sender, queue) = mpsc::channel(QUEUE_DEPTH);
+                // The writer's store has a queue of its own, never used: holding
+                // this one's sender would keep the channel, and the writer, alive
+                // after the last caller's store is gone.
+                let writer = Store {
+                    filings: Default::default(),
+                    ..store.clone()
+                };
+                tokio::spawn(writer.write_filings(queue));
+                *slot = Some(sender.clone());
+                sender
+            }
+        }
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Database(DbErr::Custom("the filing writer stopped".into()))
+}
+
+impl Store {
+    /// Files a release request for an active number of the account.
+    ///
+    /// The unique partial index on open requests decides races: of any number of
+    /// concurrent filings for one number exactly one commits, the others get
+    /// `RELEASE_ALREADY_PENDING`. The timeline event and the "filed" emails (to the
+    /// account and to staff) commit with the request. It commits together with
+    /// the other filings waiting at that moment (see the module's comment); the
+    /// answer comes after the commit.
+    pub async fn file_request(
+        &self,
+        account_id: Uuid,
+        number_id: Uuid,
+        reason: Reason,
+        actor: Actor,
+    ) -> Result<FiledRequest, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let filing = Filing {
+            account_id,
+            number_id,
+            reason,
+            actor,
+            answer,
+        };
+        self.filings
+            .sender(self)
+            .send(filing)
+            .await
+            .map_err(|_| writer_stopped())?;
+        answered.await.map_err(|_| writer_stopped())?
+    }
+
+    /// The filing writer: until every sender is gone, takes what is waiting (at
+    /// least one filing, at most [`MAX_BATCH`]) and writes it.
+    async fn write_filings(self, mut queue: mpsc::Receiver<Filing>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.write_batch(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn write_batch(&self, batch: Vec<Filing>) {
+        if batch.len() > 1 {
+            match self.file_together(&batch).await {
+                Ok(outcomes) => return answer(batch, outcomes),
+                Err(error) => {
+                    tracing::debug!(%error, filings = batch.len(), "batch failed; filing one at a time");
+                }
+            }
+        }
+        for filing in batch {
+            match self.file_together(std::slice::from_ref(&filing)).await {
+                Ok(outcomes) => answer(vec![filing], outcomes),
+                Err(error) => {
+                    let _ = filing.answer.send(Err(error));
+                }
+            }
+        }
+    }
+
+    /// Writes `filings` in one transaction. `Ok` holds each filing's own answer
+    /// (refusals included, in order); `Err` means nothing was written.
+    async fn file_together(&self, filings: &[Filing]) -> Result<Vec<Outcome>, StoreError> {
+        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let number_ids: Vec<Uuid> = filings.iter().map(|f| f.number_id).collect();
+        let numbers: HashMap<Uuid, phone_number::Model> = phone_number::Entity::find()
+            .filter(phone_number::Column::Id.is_in(number_ids.iter().copied()))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|number| (number.id, number))
+            .collect();
+        let in_use = agents_using(&txn, &number_ids).await?;
+        let mut open = open_requests_for(&txn, &number_ids).await?;
+        let accounts: HashMap<Uuid, account::Model> = account::Entity::find()
+            .filter(account::Column::Id.is_in(filings.iter().map(|f| f.account_id)))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|account| (account.id, account))
+            .collect();
+
+        let staff_email = self.settings.staff_email.as_str();
+        let mut outcomes = Vec::with_capacity(filings.len());
+        let (mut requests, mut timeline, mut emails) = (Vec::new(), Vec::new(), Vec::new());
+        for filing in filings {
+            let number = match numbers.get(&filing.number_id) {
+                Some(number) if number.account_id == Some(filing.account_id) => number,
+                _ => {
+                    outcomes.push(Err(DomainError::NotFound.into()));
+                    continue;
+                }
+            };
+            let refusal = match parse_status(&number.status) {
+                Err(corrupt) => Some(corrupt),
+                Ok(status) if status != NumberStatus::Active => {
+                    Some(DomainError::NumberNotActive.into())
+                }
+                Ok(_) => match in_use.get(&number.id) {
+                    Some(agents) => Some(DomainError::PhoneNumberInUse(agents.clone()).into()),
+                    // Open already, or filed earlier in this batch.
+                    None if !open.insert(number.id) => {
+                        Some(DomainError::ReleaseAlreadyPending.into())
+                    }
+                    None => None,
+                },
+            };
+            if let Some(refusal) = refusal {
+                outcomes.push(Err(refusal));
+                continue;
+            }
+            let Some(account) = accounts.get(&filing.account_id) else {
+                let missing = format!("account {} is missing", filing.account_id);
+                outcomes.push(Err(StoreError::Corrupt(missing)));
+                continue;
+            };
+
+            let at = now();
+            let fee = self.policy().early_termination_fee(number.purchased_at, at);
+            let filed = FiledRequest {
+                id: releasedesk_domain::new_id(),
+                phone_number_id: number.id,
+                phone_number: number.e164.clone(),
+                reason: filing.reason.as_str().to_owned(),
+                status: RequestStatus::Pending,
+                requested_at: at,
+                early_termination_fee: fee,
+                currency: self.policy().currency.clone(),
+            };
+            requests.push(request_row(&filed, filing.account_id, filing.actor));
+            let event_id = releasedesk_domain::new_id();
+            timeline.push(events::row(
+                event_id,
+                filed.id,
+                "requested",
+                filing.actor,
+                None,
+                at,
+            ));
+            let payload = json!({
+                "request_id": filed.id,
+                "phone_number": filed.phone_number,
+                "account_name": account.name,
+                "reason": filed.reason,
+                "early_termination_fee": fee,
+                "currency": filed.currency,
+                "requested_at": at,
+            });
+            for (template, to) in [
+                ("request_filed", account.email.as_str()),
+                ("staff_new_request", staff_email),
+            ] {
+                emails.push(Email {
+                    template,
+                    to,
+                    event_id,
+                    payload: payload.clone(),
+                });
+            }
+            outcomes.push(Ok(filed));
+        }
+
+        if !requests.is_empty() {
+            match release_request::Entity::insert_many(requests)
+                .exec_without_returning(&txn)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(DomainError::ReleaseAlreadyPending.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            release_event::Entity::insert_many(timeline)
+                .exec_without_returning(&txn)
+                .await?;
+            // Both emails of every filing, at the moment of the last one.
+            outbox::queue_emails(&txn, emails, now()).await?;
+        }
+        txn.commit().await?;
+        metrics::histogram!(FILING_BATCH_METRIC).record(filings.len() as f64);
+        if outcomes.iter().any(Result::is_ok) {
+            self.wake_workers();
+        }
+        Ok(outcomes)
+    }
+}
+
+fn answer(batch: Vec<Filing>, outcomes: Vec<Outcome>) {
+    debug_assert_eq!(batch.len(), outcomes.len());
+    for (filing, outcome) in batch.into_iter().zip(outcomes) {
+        // The caller may have gone (a dropped HTTP request); its filing stands.
+        let _ = filing.answer.send(outcome);
+    }
+}
+
+/// The new row for a filed request.
+fn request_row(
+    filed: &FiledRequest,
+    account_id: Uuid,
+    actor: Actor,
+) -> release_request::ActiveModel {
+    release_request::ActiveModel {
+        id: Set(filed.id),
+        account_id: Set(account_id),
+        phone_number_id: Set(filed.phone_number_id),
+        phone_number: Set(filed.phone_number.clone()),
+        reason: Set(filed.reason.clone()),
+        status: Set(RequestStatus::Pending.as_str().into()),
+        requested_at: Set(filed.requested_at),
+        requested_by: Set(actor.label()),
+        filed_by_staff_id: Set(match actor {
+            Actor::Staff(id) => Some(id),
+            _ => None,
+        }),
+        early_termination_fee_minor: Set(filed.early_termination_fee.minor()),
+        currency: Set(filed.currency.clone()),
+        claimed_by: Set(None),
+        claimed_at: Set(None),
+        decided_at: Set(None),
+        decided_by: Set(None),
+        decision_note: Set(None),
+        cancelled_by: Set(None),
+        released_at: Set(None),
+        failure_reason: Set(None),
+        version: Set(1),
+        updated_at: Set(filed.requested_at),
+        lease_until: Set(None),
+        execution_attempts: Set(0),
+        carrier_released_at: Set(None),
+    }
+}
+
+/// Active agents that still use any of `numbers`, by number, each list by name.
+async fn agents_using(
+    db: &impl ConnectionTrait,
+    numbers: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<InUseAgent>>, StoreError> {
+    let rows: Vec<(Uuid, Uuid, String)> = agent::Entity::find()
+        .select_only()
+        .column(agent_number::Column::PhoneNumberId)
+        .column(agent::Column::Id)
+        .column(agent::Column::Name)
+        .inner_join(agent_number::Entity)
+        .filter(agent_number::Column::PhoneNumberId.is_in(numbers.iter().copied()))
+        .filter(agent::Column::Active.eq(true))
+        .order_by_asc(agent::Column::Name)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut by_number: HashMap<Uuid, Vec<InUseAgent>> = HashMap::new();
+    for (number, id, name) in rows {
+        by_number
+            .entry(number)
+            .or_default()
+            .push(InUseAgent { id, name });
+    }
+    Ok(by_number)
+}
+
+/// Which of `numbers` already have an open request.
+async fn open_requests_for(
+    db: &impl ConnectionTrait,
+    numbers: &[Uuid],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let open: Vec<Uuid> = release_request::Entity::find()
+        .select_only()
+        .column(release_request::Column::PhoneNumberId)
+        .filter(release_request::Column::PhoneNumberId.is_in(numbers.iter().copied()))
+        .filter(Expr::cust(OPEN))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(open.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use releasedesk_domain::RequestStatus;
+
+    use super::OPEN;
+
+    /// The literal statuses are the open ones (the partial index's predicate).
+    #[test]
+    fn open_names_every_open_status() {
+        let named = RequestStatus::OPEN
+            .iter()
+            .map(|status| format!("'{}'", status.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(OPEN, format!("status IN ({named})"));
+    }
+}
