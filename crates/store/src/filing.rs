@@ -21,10 +21,10 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use releasedesk_domain::{DomainError, InUseAgent, NumberStatus, Reason, RequestStatus, time::now};
+use releasedesk_domain::{DomainError, NumberStatus, Reason, RequestStatus, time::now};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::Expr,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -33,10 +33,10 @@ use uuid::Uuid;
 use crate::{
     Actor, FiledRequest, Store, StoreError,
     db::begin_write,
-    entity::{account, agent, agent_number, phone_number, release_event, release_request},
+    entity::{account, phone_number, release_event, release_request},
     error::is_unique_violation,
     events,
-    numbers::parse_status,
+    numbers::{agents_using, parse_status},
     outbox::{self, Email},
 };
 
@@ -327,33 +327,6 @@ fn request_row(
         execution_attempts: Set(0),
         carrier_released_at: Set(None),
     }
-}
-
-/// Active agents that still use any of `numbers`, by number, each list by name.
-async fn agents_using(
-    db: &impl ConnectionTrait,
-    numbers: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<InUseAgent>>, StoreError> {
-    let rows: Vec<(Uuid, Uuid, String)> = agent::Entity::find()
-        .select_only()
-        .column(agent_number::Column::PhoneNumberId)
-        .column(agent::Column::Id)
-        .column(agent::Column::Name)
-        .inner_join(agent_number::Entity)
-        .filter(agent_number::Column::PhoneNumberId.is_in(numbers.iter().copied()))
-        .filter(agent::Column::Active.eq(true))
-        .order_by_asc(agent::Column::Name)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let mut by_number: HashMap<Uuid, Vec<InUseAgent>> = HashMap::new();
-    for (number, id, name) in rows {
-        by_number
-            .entry(number)
-            .or_default()
-            .push(InUseAgent { id, name });
-    }
-    Ok(by_number)
 }
 
 /// Which of `numbers` already have an open request.

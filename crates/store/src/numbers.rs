@@ -140,20 +140,35 @@ pub(crate) async fn active_agents_using(
     db: &impl ConnectionTrait,
     number_id: Uuid,
 ) -> Result<Vec<InUseAgent>, StoreError> {
-    let agents = agent::Entity::find()
+    let mut by_number = agents_using(db, &[number_id]).await?;
+    Ok(by_number.remove(&number_id).unwrap_or_default())
+}
+
+/// Active agents that still use any of `numbers`, by number, each list by name.
+pub(crate) async fn agents_using(
+    db: &impl ConnectionTrait,
+    numbers: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<InUseAgent>>, StoreError> {
+    let rows: Vec<(Uuid, Uuid, String)> = agent::Entity::find()
+        .select_only()
+        .column(agent_number::Column::PhoneNumberId)
+        .column(agent::Column::Id)
+        .column(agent::Column::Name)
         .inner_join(agent_number::Entity)
-        .filter(agent_number::Column::PhoneNumberId.eq(number_id))
+        .filter(agent_number::Column::PhoneNumberId.is_in(numbers.iter().copied()))
         .filter(agent::Column::Active.eq(true))
         .order_by_asc(agent::Column::Name)
+        .into_tuple()
         .all(db)
         .await?;
-    Ok(agents
-        .into_iter()
-        .map(|a| InUseAgent {
-            id: a.id,
-            name: a.name,
-        })
-        .collect())
+    let mut by_number: HashMap<Uuid, Vec<InUseAgent>> = HashMap::new();
+    for (number, id, name) in rows {
+        by_number
+            .entry(number)
+            .or_default()
+            .push(InUseAgent { id, name });
+    }
+    Ok(by_number)
 }
 
 /// Renders rows as views, with two batched look-ups for the whole page.
