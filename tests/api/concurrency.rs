@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use releasedesk_store::{FILING_BATCH_METRIC, Pool};
+use releasedesk_store::FILING_BATCH_METRIC;
 use releasedesk_tests::{TestApp, assert_error, backend_tests};
 use reqwest::StatusCode;
 
@@ -117,24 +117,7 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
     let (batches_before, filed_before) = filing_batches(&app).await;
 
     // Another connection holds back every write to release_requests.
-    let hold = match app.store.pool() {
-        Pool::Sqlite(pool) => {
-            let mut conn = pool.acquire().await.unwrap();
-            sqlx::raw_sql("BEGIN IMMEDIATE")
-                .execute(&mut *conn)
-                .await
-                .unwrap();
-            Held::Sqlite(conn)
-        }
-        Pool::Postgres(pool) => {
-            let mut conn = pool.acquire().await.unwrap();
-            sqlx::raw_sql("BEGIN; LOCK TABLE release_requests IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *conn)
-                .await
-                .unwrap();
-            Held::Postgres(conn)
-        }
-    };
+    let hold = app.hold_writes_to("release_requests").await;
     let mut targets = fresh.clone();
     targets.extend([theirs, in_use, pending, twice, twice, gone]);
     let burst = join_all(targets.iter().map(|number| {
@@ -147,11 +130,7 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
     let release = async {
         // Long enough for every request to reach the writer's queue.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        match hold {
-            Held::Sqlite(mut conn) => sqlx::raw_sql("COMMIT").execute(&mut *conn).await.map(drop),
-            Held::Postgres(mut conn) => sqlx::raw_sql("COMMIT").execute(&mut *conn).await.map(drop),
-        }
-        .unwrap();
+        hold.release().await;
     };
     let (answers, ()) = tokio::join!(burst, release);
 
@@ -213,9 +192,4 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
         targets.len(),
         batches - batches_before
     );
-}
-
-enum Held {
-    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }

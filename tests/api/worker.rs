@@ -20,6 +20,7 @@ backend_tests!(
     with_the_local_carrier_concurrent_executions_release_once_in_one_commit,
     with_the_local_carrier_a_lapsed_lease_is_taken_over_and_finished,
     a_batch_of_emails_larger_than_one_flush_is_sent_once_and_all_marked,
+    with_the_local_carrier_releases_that_wait_together_commit_together_each_with_its_own_answer,
 );
 
 const PAST: &str = "2000-01-01T00:00:00+00:00";
@@ -550,4 +551,142 @@ async fn a_batch_of_emails_larger_than_one_flush_is_sent_once_and_all_marked(app
     );
     assert!(worker.round().await.is_idle(), "nothing left to send");
     assert_eq!(mail.sent().len(), 50);
+}
+
+/// (transactions, releases) the release writer has committed so far.
+async fn release_batches(app: &TestApp) -> (f64, f64) {
+    use crate::operations::{sample, scrape};
+    let text = scrape(app).await;
+    let name = releasedesk_store::RELEASE_BATCH_METRIC;
+    let of = |suffix: &str| sample(&text, &format!("{name}_{suffix}"), &[]);
+    (of("count").unwrap_or(0.0), of("sum").unwrap_or(0.0))
+}
+
+/// Releases that queue while the database is busy are carried out in one
+/// transaction, each number leaving its own account, and each release still
+/// gets the answer it would have got alone: one given twice, one already
+/// released, one another worker holds and one that does not exist change
+/// nothing for the others.
+async fn with_the_local_carrier_releases_that_wait_together_commit_together_each_with_its_own_answer(
+    app: TestApp,
+) {
+    use releasedesk_domain::DomainError;
+    use releasedesk_store::{Begin, StoreError};
+    let acme = app.customer().await;
+    let globex = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let mut approved = Vec::new();
+    for owner in [
+        &acme, &globex, &acme, &globex, &acme, &globex, &acme, &globex,
+    ] {
+        let (number, id) = app.approved_release(owner, &riley).await;
+        app.store.add_sms(number, 2).await.unwrap();
+        approved.push((owner, number, uuid::Uuid::parse_str(&id).unwrap()));
+    }
+    let (_, done) = app.approved_release(&acme, &riley).await;
+    let done = uuid::Uuid::parse_str(&done).unwrap();
+    assert!(matches!(
+        app.store.release_at_once(done).await.unwrap(),
+        Begin::Execute(_)
+    ));
+    let (_, leased) = app.approved_release(&globex, &riley).await;
+    let leased = uuid::Uuid::parse_str(&leased).unwrap();
+    assert!(matches!(
+        app.store
+            .begin_release(leased, Duration::from_secs(600))
+            .await
+            .unwrap(),
+        Begin::Execute(_)
+    ));
+    let unknown = uuid::Uuid::now_v7();
+    let (batches_before, released_before) = release_batches(&app).await;
+
+    let hold = app.hold_writes_to("release_requests").await;
+    let mut targets: Vec<uuid::Uuid> = approved.iter().map(|(_, _, id)| *id).collect();
+    targets.extend([approved[0].2, done, leased, unknown]);
+    let burst = futures::future::join_all(targets.iter().map(|id| app.store.release_at_once(*id)));
+    let release = async {
+        // Long enough for every release to reach the writer's queue.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hold.release().await;
+    };
+    let (answers, ()) = tokio::join!(burst, release);
+
+    let (ours, others) = answers.split_at(approved.len());
+    for (answer, (_, number, id)) in ours.iter().zip(&approved) {
+        match answer {
+            Ok(Begin::Execute(work)) => {
+                assert_eq!((work.request_id, work.phone_number_id), (*id, *number));
+                assert!(work.carrier_done, "{work:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        matches!(
+            others,
+            [
+                Ok(Begin::Finished),
+                Ok(Begin::Finished),
+                Ok(Begin::Busy),
+                Err(StoreError::Domain(DomainError::NotFound)),
+            ]
+        ),
+        "{others:?}"
+    );
+    let (batches, released) = release_batches(&app).await;
+    assert_eq!(released - released_before, targets.len() as f64);
+    assert!(
+        batches - batches_before <= 3.0,
+        "{} releases took {} transactions",
+        targets.len(),
+        batches - batches_before
+    );
+
+    // Each number left its own account, which still sees it as released; the
+    // other account does not see it at all.
+    for (owner, number, id) in &approved {
+        assert_eq!(
+            request_status(&app, owner, &id.to_string()).await,
+            "released"
+        );
+        let path = format!("/api/v1/phone-numbers/{number}");
+        let (status, view) = app.get(&path, owner).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["data"]["status"], "released", "{view}");
+        let stranger = if std::ptr::eq(*owner, &acme) {
+            &globex
+        } else {
+            &acme
+        };
+        assert_eq!(app.get(&path, stranger).await.0, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM sms_messages").await, 0);
+    for (kind, expected) in [("execution_started", 10), ("released", 9)] {
+        let sql = format!("SELECT COUNT(*) FROM release_events WHERE kind = '{kind}'");
+        assert_eq!(app.count(&sql).await, expected, "{kind} events");
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE topic = 'request_released'")
+            .await,
+        9,
+        "one email per release"
+    );
+    for owner in [&acme, &globex] {
+        let sql = format!(
+            "SELECT COUNT(*) FROM outbox WHERE topic = 'request_released' AND recipient = '{}'",
+            owner.email
+        );
+        let expected = approved
+            .iter()
+            .filter(|(o, _, _)| std::ptr::eq(*o, owner))
+            .count()
+            + usize::from(std::ptr::eq(owner, &acme));
+        assert_eq!(
+            app.count(&sql).await,
+            expected as i64,
+            "emails to {}",
+            owner.email
+        );
+    }
 }

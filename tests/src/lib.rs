@@ -395,6 +395,51 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Holds back every other writer of `table` (on SQLite, of the whole
+    /// database) from another connection until [`HeldWrites::release`], so
+    /// that the writes issued meanwhile queue up.
+    pub async fn hold_writes_to(&self, table: &str) -> HeldWrites {
+        use releasedesk_store::Pool;
+        match self.store.pool() {
+            Pool::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.expect("connection");
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("write lock");
+                HeldWrites::Sqlite(conn)
+            }
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await.expect("connection");
+                let lock = format!("BEGIN; LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
+                    .execute(&mut *conn)
+                    .await
+                    .expect("table lock");
+                HeldWrites::Postgres(conn)
+            }
+        }
+    }
+}
+
+/// Writes held back by [`TestApp::hold_writes_to`].
+pub enum HeldWrites {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl HeldWrites {
+    /// Lets the held writes go.
+    pub async fn release(self) {
+        match self {
+            Self::Sqlite(mut conn) => sqlx::raw_sql("COMMIT").execute(&mut *conn).await.map(drop),
+            Self::Postgres(mut conn) => sqlx::raw_sql("COMMIT").execute(&mut *conn).await.map(drop),
+        }
+        .expect("commit");
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

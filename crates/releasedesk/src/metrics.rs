@@ -85,6 +85,10 @@ fn describe() {
         releasedesk_store::FILING_BATCH_METRIC,
         "Release requests filed per write transaction (concurrent filings commit together)"
     );
+    metrics::describe_histogram!(
+        releasedesk_store::RELEASE_BATCH_METRIC,
+        "Releases carried out per write transaction (with the local carrier, concurrent jobs commit together)"
+    );
     metrics::describe_counter!(
         releasedesk_worker::JOBS_METRIC,
         "Jobs run by this process, by job and outcome"

@@ -129,10 +129,24 @@ pub(crate) async fn referenced_account(
     db: &impl sea_orm::ConnectionTrait,
     account_id: Uuid,
 ) -> Result<account::Model, StoreError> {
-    account::Entity::find_by_id(account_id)
-        .one(db)
+    referenced_accounts(db, [account_id])
         .await?
+        .remove(&account_id)
         .ok_or_else(|| StoreError::Corrupt(format!("account {account_id} is missing")))
+}
+
+/// The accounts that requests or numbers refer to, by id, in one query.
+pub(crate) async fn referenced_accounts(
+    db: &impl sea_orm::ConnectionTrait,
+    account_ids: impl IntoIterator<Item = Uuid>,
+) -> Result<std::collections::HashMap<Uuid, account::Model>, StoreError> {
+    Ok(account::Entity::find()
+        .filter(account::Column::Id.is_in(account_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|account| (account.id, account))
+        .collect())
 }
 
 impl Store {

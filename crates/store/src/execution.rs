@@ -7,14 +7,14 @@
 //! only finishes the bookkeeping. The final transaction moves the number out of the
 //! account, wipes its history and configuration, and queues the email.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use releasedesk_domain::{DomainError, NumberStatus, RequestStatus, time::now};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{CaseStatement, Expr, ExprTrait},
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -22,8 +22,9 @@ use uuid::Uuid;
 use crate::{
     Actor, NumberView, Store, StoreError,
     db::begin_write,
-    entity::{account, agent_number, phone_number, release_request, sms_message},
+    entity::{account, agent_number, phone_number, release_event, release_request, sms_message},
     events,
+    group::Group,
     outbox::{self, Email},
     requests::parse_request_status,
 };
@@ -85,52 +86,142 @@ impl Store {
     /// one guarded UPDATE, so there is no moment in between to recover from. The
     /// timeline still shows the attempt. A request someone else is releasing or
     /// has finished is left alone, as [`Store::begin_release`] would.
+    ///
+    /// It commits together with the other releases waiting at that moment (a
+    /// worker runs a whole fetched batch of jobs at once; see `group`).
     pub async fn release_at_once(&self, request_id: Uuid) -> Result<Begin, StoreError> {
+        self.writers
+            .releases
+            .submit(request_id, || Releases(self.detached()))
+            .await
+    }
+
+    /// Releases `request_ids` in one transaction: one guarded UPDATE for the
+    /// requests, then [`wrap_up`] for all that it took. Each id's answer is the
+    /// one it would have had alone, in order (an id given twice is released
+    /// once, then `Finished`).
+    async fn release_together(
+        &self,
+        request_ids: &[Uuid],
+    ) -> Result<Vec<Result<Begin, StoreError>>, StoreError> {
         use release_request::Column;
         let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
         let at = now();
-        let released = release_request::Entity::update_many()
-            .col_expr(
-                Column::Status,
-                Expr::value(RequestStatus::Released.as_str()),
-            )
-            .col_expr(Column::ReleasedAt, Expr::value(at))
-            .col_expr(Column::CarrierReleasedAt, Expr::value(at))
-            .col_expr(
-                Column::LeaseUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(
-                Column::ExecutionAttempts,
-                Expr::col(Column::ExecutionAttempts).add(1),
-            )
-            .col_expr(Column::UpdatedAt, Expr::value(at))
-            .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-            .filter(Column::Id.eq(request_id))
-            .filter(claimable(at))
-            .exec_with_returning(&txn)
-            .await?;
-        let Some(row) = released.into_iter().next() else {
-            let row = request(&txn, request_id).await?;
-            return not_taken(&row);
+        let mut released: HashMap<Uuid, release_request::Model> =
+            release_request::Entity::update_many()
+                .col_expr(
+                    Column::Status,
+                    Expr::value(RequestStatus::Released.as_str()),
+                )
+                .col_expr(Column::ReleasedAt, Expr::value(at))
+                .col_expr(Column::CarrierReleasedAt, Expr::value(at))
+                .col_expr(
+                    Column::LeaseUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .col_expr(
+                    Column::ExecutionAttempts,
+                    Expr::col(Column::ExecutionAttempts).add(1),
+                )
+                .col_expr(Column::UpdatedAt, Expr::value(at))
+                .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+                .filter(Column::Id.is_in(request_ids.iter().copied()))
+                .filter(claimable(at))
+                .exec_with_returning(&txn)
+                .await?
+                .into_iter()
+                .map(|row| (row.id, row))
+                .collect();
+        let untaken: HashMap<Uuid, release_request::Model> = if released.len() < request_ids.len() {
+            release_request::Entity::find()
+                .filter(
+                    Column::Id.is_in(
+                        request_ids
+                            .iter()
+                            .filter(|id| !released.contains_key(id))
+                            .copied(),
+                    ),
+                )
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|row| (row.id, row))
+                .collect()
+        } else {
+            HashMap::new()
         };
-        let work = ReleaseWork::from(&row);
-        let note = format!("attempt {}", row.execution_attempts);
-        let [_, released_event] = events::record_all(
-            &txn,
-            request_id,
-            [
-                ("execution_started", Some(note.as_str())),
-                ("released", None),
-            ],
-            Actor::System,
-            at,
-        )
-        .await?;
-        wrap_up(self, &txn, &work, released_event, at).await?;
+
+        // In the callers' order, so the timeline and the answers follow it.
+        let mut outcomes = Vec::with_capacity(request_ids.len());
+        let mut timeline = Vec::with_capacity(2 * released.len());
+        let mut works = Vec::with_capacity(released.len());
+        for id in request_ids {
+            let outcome = match (released.remove(id), untaken.get(id)) {
+                (Some(row), _) => {
+                    let work = ReleaseWork::from(&row);
+                    let note = format!("attempt {}", row.execution_attempts);
+                    let released_event = releasedesk_domain::new_id();
+                    timeline.push(events::row(
+                        releasedesk_domain::new_id(),
+                        row.id,
+                        "execution_started",
+                        Actor::System,
+                        Some(&note),
+                        at,
+                    ));
+                    timeline.push(events::row(
+                        released_event,
+                        row.id,
+                        "released",
+                        Actor::System,
+                        None,
+                        at,
+                    ));
+                    works.push((work.clone(), released_event));
+                    Ok(Begin::Execute(work))
+                }
+                (None, Some(row)) => not_taken(row),
+                // Released a moment ago, by an earlier mention in this group.
+                (None, None) if works.iter().any(|(work, _)| work.request_id == *id) => {
+                    Ok(Begin::Finished)
+                }
+                (None, None) => Err(DomainError::NotFound.into()),
+            };
+            outcomes.push(outcome);
+        }
+        if !works.is_empty() {
+            release_event::Entity::insert_many(timeline)
+                .exec_without_returning(&txn)
+                .await?;
+            wrap_up(self, &txn, &works, at).await?;
+        }
         txn.commit().await?;
-        self.wake_workers();
-        Ok(Begin::Execute(work))
+        if !works.is_empty() {
+            self.wake_workers();
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The metric with the number of releases per write transaction.
+pub const RELEASE_BATCH_METRIC: &str = "releasedesk_release_batch_size";
+
+/// This process's writer of releases carried out at once.
+pub(crate) struct Releases(pub(crate) Store);
+
+impl Group for Releases {
+    type Request = Uuid;
+    type Answer = Begin;
+    const NAME: &'static str = "release";
+    /// A worker's default fetch (100 jobs) in one transaction.
+    const MAX: usize = 128;
+    const METRIC: &'static str = RELEASE_BATCH_METRIC;
+
+    async fn write(
+        &self,
+        request_ids: &[Uuid],
+    ) -> Result<Vec<Result<Begin, StoreError>>, StoreError> {
+        self.0.release_together(request_ids).await
     }
 }
 
@@ -250,21 +341,37 @@ async fn finish(
         return Ok(false);
     };
     let event = events::record(txn, request_id, "released", Actor::System, None, at).await?;
-    wrap_up(store, txn, &ReleaseWork::from(&row), event, at).await?;
+    wrap_up(store, txn, &[(ReleaseWork::from(&row), event)], at).await?;
     Ok(true)
 }
 
-/// What follows a release in its transaction: the number leaves the account
-/// with its history and configuration, and the customer's email is queued
-/// (caused by `released_event`).
+/// What follows releases in their transaction, whatever their number, in a
+/// fixed number of statements: the numbers leave their accounts with their
+/// history and configuration, and each customer's email is queued (caused by
+/// the release's `released` event, paired with its work).
 async fn wrap_up(
     store: &Store,
     txn: &DatabaseTransaction,
-    work: &ReleaseWork,
-    event_id: Uuid,
+    released: &[(ReleaseWork, Uuid)],
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let windows = store.policy().windows(at);
+    let number_ids = || released.iter().map(|(work, _)| work.phone_number_id);
+    // Each number remembers the account of its own request.
+    let from_account = released
+        .iter()
+        .fold(None::<CaseStatement>, |case, (work, _)| {
+            let when = phone_number::Column::Id.eq(work.phone_number_id);
+            let then = Expr::value(work.account_id);
+            Some(match case {
+                None => Expr::case(when, then),
+                Some(case) => case.case(when, then),
+            })
+        })
+        .map(|case| -> Expr { case.finally(Expr::value(Option::<Uuid>::None)).into() });
+    let Some(from_account) = from_account else {
+        return Ok(());
+    };
     phone_number::Entity::update_many()
         .col_expr(
             phone_number::Column::Status,
@@ -274,10 +381,7 @@ async fn wrap_up(
             phone_number::Column::AccountId,
             Expr::value(Option::<Uuid>::None),
         )
-        .col_expr(
-            phone_number::Column::ReleasedFromAccount,
-            Expr::value(work.account_id),
-        )
+        .col_expr(phone_number::Column::ReleasedFromAccount, from_account)
         .col_expr(
             phone_number::Column::FriendlyName,
             Expr::value(Option::<String>::None),
@@ -307,35 +411,42 @@ async fn wrap_up(
             Expr::value(windows.available_after),
         )
         .col_expr(phone_number::Column::UpdatedAt, Expr::value(at))
-        .filter(phone_number::Column::Id.eq(work.phone_number_id))
+        .filter(phone_number::Column::Id.is_in(number_ids()))
         .exec(txn)
         .await?;
     agent_number::Entity::delete_many()
-        .filter(agent_number::Column::PhoneNumberId.eq(work.phone_number_id))
+        .filter(agent_number::Column::PhoneNumberId.is_in(number_ids()))
         .exec(txn)
         .await?;
     sms_message::Entity::delete_many()
-        .filter(sms_message::Column::PhoneNumberId.eq(work.phone_number_id))
+        .filter(sms_message::Column::PhoneNumberId.is_in(number_ids()))
         .exec(txn)
         .await?;
-    let account = crate::accounts::referenced_account(txn, work.account_id).await?;
-    let payload = json!({
-        "request_id": work.request_id,
-        "phone_number": work.phone_number,
-        "phone_number_id": work.phone_number_id,
-        "account_name": account.name,
-        "released_at": windows.released_at,
-        "reclaimable_until": windows.reclaimable_until,
-        "available_after": windows.available_after,
-    });
-    let email = Email {
-        template: "request_released",
-        to: &account.email,
-        event_id,
-        payload,
-    };
-    outbox::queue_email(txn, email, at).await?;
-    Ok(())
+    let accounts =
+        crate::accounts::referenced_accounts(txn, released.iter().map(|(work, _)| work.account_id))
+            .await?;
+    let mut emails = Vec::with_capacity(released.len());
+    for (work, event_id) in released {
+        let account = accounts.get(&work.account_id).ok_or_else(|| {
+            StoreError::Corrupt(format!("account {} is missing", work.account_id))
+        })?;
+        let payload = json!({
+            "request_id": work.request_id,
+            "phone_number": work.phone_number,
+            "phone_number_id": work.phone_number_id,
+            "account_name": account.name,
+            "released_at": windows.released_at,
+            "reclaimable_until": windows.reclaimable_until,
+            "available_after": windows.available_after,
+        });
+        emails.push(Email {
+            template: "request_released",
+            to: &account.email,
+            event_id: *event_id,
+            payload,
+        });
+    }
+    outbox::queue_emails(txn, emails, at).await
 }
 
 impl Store {

@@ -1,51 +1,33 @@
-//! Filing release requests, with group commit.
+//! Filing release requests, with group commit (see `group`).
 //!
 //! A filing is a write transaction of several statements (the number, its
-//! agents, the request, its timeline event, two emails). Run one by one, a
-//! burst of filings queues on commits: on SQLite every filing holds the single
-//! write lock for all its statements, on PostgreSQL every filing pays its own
-//! round trips and commit. So each process has one filing writer, a task that
-//! takes every filing waiting and writes them together: four reads and three
-//! multi-row INSERTs in one transaction, however many filings it holds. Alone,
-//! a filing is a batch of one and waits for nobody.
-//!
-//! Each filing still gets its own answer, decided as if it had run alone, in
-//! queue order: a number filed twice in one batch is filed once, the second
-//! gets `RELEASE_ALREADY_PENDING`. If a batch fails as a whole (on PostgreSQL a
-//! concurrent process can win the unique index between our check and our
-//! INSERT), its filings are retried one per transaction, so one filing never
-//! fails another.
+//! agents, the request, its timeline event, two emails). The filing writer
+//! writes every filing waiting with four reads and three multi-row INSERTs in
+//! one transaction, however many it holds. Each filing gets the answer it would
+//! have got alone, in queue order: a number filed twice in one group is filed
+//! once, the second gets `RELEASE_ALREADY_PENDING`.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Mutex, PoisonError},
-};
+use std::collections::{HashMap, HashSet};
 
 use releasedesk_domain::{DomainError, NumberStatus, Reason, RequestStatus, time::now};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
     sea_query::Expr,
 };
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
     Actor, FiledRequest, Store, StoreError,
+    accounts::referenced_accounts,
     db::begin_write,
-    entity::{account, phone_number, release_event, release_request},
+    entity::{phone_number, release_event, release_request},
     error::is_unique_violation,
     events,
+    group::Group,
     numbers::{agents_using, parse_status},
     outbox::{self, Email},
 };
-
-/// The most filings written in one transaction. 64 requests of 25 columns stay
-/// far below either database's limit on bound parameters.
-const MAX_BATCH: usize = 64;
-
-/// Filings waiting beyond this make callers wait to queue (back-pressure).
-const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 
 /// The metric with the number of filings per write transaction.
 pub const FILING_BATCH_METRIC: &str = "releasedesk_filing_batch_size";
@@ -55,45 +37,30 @@ pub const FILING_BATCH_METRIC: &str = "releasedesk_filing_batch_size";
 const OPEN: &str = "status IN ('pending', 'approved', 'releasing')";
 
 /// One filing, as the caller asked for it.
-struct Filing {
+pub(crate) struct Filing {
     account_id: Uuid,
     number_id: Uuid,
     reason: Reason,
     actor: Actor,
-    answer: oneshot::Sender<Result<FiledRequest, StoreError>>,
 }
 
 type Outcome = Result<FiledRequest, StoreError>;
 
-/// The way to this process's filing writer, started on first use and again if
-/// it ever stopped.
-#[derive(Default)]
-pub(crate) struct FilingQueue(Mutex<Option<mpsc::Sender<Filing>>>);
+/// This process's filing writer.
+pub(crate) struct Filings(pub(crate) Store);
 
-impl FilingQueue {
-    fn sender(&self, store: &Store) -> mpsc::Sender<Filing> {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*slot {
-            Some(sender) if !sender.is_closed() => sender.clone(),
-            _ => {
-                let (sender, queue) = mpsc::channel(QUEUE_DEPTH);
-                // The writer's store has a queue of its own, never used: holding
-                // this one's sender would keep the channel, and the writer, alive
-                // after the last caller's store is gone.
-                let writer = Store {
-                    filings: Default::default(),
-                    ..store.clone()
-                };
-                tokio::spawn(writer.write_filings(queue));
-                *slot = Some(sender.clone());
-                sender
-            }
-        }
+impl Group for Filings {
+    type Request = Filing;
+    type Answer = FiledRequest;
+    const NAME: &'static str = "filing";
+    /// 64 requests of 25 columns stay far below either database's limit on
+    /// bound parameters.
+    const MAX: usize = 64;
+    const METRIC: &'static str = FILING_BATCH_METRIC;
+
+    async fn write(&self, filings: &[Filing]) -> Result<Vec<Outcome>, StoreError> {
+        self.0.file_together(filings).await
     }
-}
-
-fn writer_stopped() -> StoreError {
-    StoreError::Database(DbErr::Custom("the filing writer stopped".into()))
 }
 
 impl Store {
@@ -112,48 +79,16 @@ impl Store {
         reason: Reason,
         actor: Actor,
     ) -> Result<FiledRequest, StoreError> {
-        let (answer, answered) = oneshot::channel();
         let filing = Filing {
             account_id,
             number_id,
             reason,
             actor,
-            answer,
         };
-        self.filings
-            .sender(self)
-            .send(filing)
+        self.writers
+            .filings
+            .submit(filing, || Filings(self.detached()))
             .await
-            .map_err(|_| writer_stopped())?;
-        answered.await.map_err(|_| writer_stopped())?
-    }
-
-    /// The filing writer: until every sender is gone, takes what is waiting (at
-    /// least one filing, at most [`MAX_BATCH`]) and writes it.
-    async fn write_filings(self, mut queue: mpsc::Receiver<Filing>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            self.write_batch(std::mem::take(&mut batch)).await;
-        }
-    }
-
-    async fn write_batch(&self, batch: Vec<Filing>) {
-        if batch.len() > 1 {
-            match self.file_together(&batch).await {
-                Ok(outcomes) => return answer(batch, outcomes),
-                Err(error) => {
-                    tracing::debug!(%error, filings = batch.len(), "batch failed; filing one at a time");
-                }
-            }
-        }
-        for filing in batch {
-            match self.file_together(std::slice::from_ref(&filing)).await {
-                Ok(outcomes) => answer(vec![filing], outcomes),
-                Err(error) => {
-                    let _ = filing.answer.send(Err(error));
-                }
-            }
-        }
     }
 
     /// Writes `filings` in one transaction. `Ok` holds each filing's own answer
@@ -170,13 +105,7 @@ impl Store {
             .collect();
         let in_use = agents_using(&txn, &number_ids).await?;
         let mut open = open_requests_for(&txn, &number_ids).await?;
-        let accounts: HashMap<Uuid, account::Model> = account::Entity::find()
-            .filter(account::Column::Id.is_in(filings.iter().map(|f| f.account_id)))
-            .all(&txn)
-            .await?
-            .into_iter()
-            .map(|account| (account.id, account))
-            .collect();
+        let accounts = referenced_accounts(&txn, filings.iter().map(|f| f.account_id)).await?;
 
         let staff_email = self.settings.staff_email.as_str();
         let mut outcomes = Vec::with_capacity(filings.len());
@@ -276,19 +205,10 @@ impl Store {
             outbox::queue_emails(&txn, emails, now()).await?;
         }
         txn.commit().await?;
-        metrics::histogram!(FILING_BATCH_METRIC).record(filings.len() as f64);
         if outcomes.iter().any(Result::is_ok) {
             self.wake_workers();
         }
         Ok(outcomes)
-    }
-}
-
-fn answer(batch: Vec<Filing>, outcomes: Vec<Outcome>) {
-    debug_assert_eq!(batch.len(), outcomes.len());
-    for (filing, outcome) in batch.into_iter().zip(outcomes) {
-        // The caller may have gone (a dropped HTTP request); its filing stands.
-        let _ = filing.answer.send(outcome);
     }
 }
 

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod execution;
 mod filing;
+mod group;
 mod idempotency;
 mod import;
 mod jobs;
@@ -39,6 +40,7 @@ pub use agents::{AgentPatch, AgentView, NewAgent};
 pub use db::{Backend, DbOptions, Pool, connect};
 pub use error::StoreError;
 pub use events::{Actor, EventView};
+pub use execution::RELEASE_BATCH_METRIC;
 pub use execution::{Begin, ReleaseWork};
 pub use filing::FILING_BATCH_METRIC;
 pub use idempotency::{KeyClaim, KeyScope, KeyTimes, StoredResponse};
@@ -75,8 +77,15 @@ pub struct Store {
     migrations_current: Arc<std::sync::atomic::AtomicBool>,
     /// Queues this process's SQLite writers (see [`db::begin_write`]).
     write_gate: db::WriteGate,
-    /// The way to this process's filing writer (see `filing`).
-    filings: Arc<filing::FilingQueue>,
+    /// The ways to this process's group-commit writers (see `group`).
+    writers: Arc<Writers>,
+}
+
+/// This process's group-commit writers, one per kind of write.
+#[derive(Default)]
+struct Writers {
+    filings: group::GroupQueue<filing::Filings>,
+    releases: group::GroupQueue<execution::Releases>,
 }
 
 impl std::fmt::Debug for Store {
@@ -96,7 +105,17 @@ impl Store {
             outbox_written: Arc::new(tokio::sync::Notify::new()),
             migrations_current: Arc::default(),
             write_gate: db::WriteGate::default(),
-            filings: Arc::default(),
+            writers: Arc::default(),
+        }
+    }
+
+    /// This store for a group-commit writer: with writers of its own, never
+    /// started, because holding this one's would keep their queues (and the
+    /// writers) alive after the last caller's store is gone.
+    fn detached(&self) -> Store {
+        Store {
+            writers: Arc::default(),
+            ..self.clone()
         }
     }
 
