@@ -7,7 +7,7 @@ use releasedesk_store::FILING_BATCH_METRIC;
 use releasedesk_tests::{TestApp, assert_error, backend_tests};
 use reqwest::StatusCode;
 
-use crate::operations::{sample, scrape};
+use crate::operations::Committed;
 
 backend_tests!(
     thirty_concurrent_duplicate_requests_give_exactly_one_201,
@@ -78,13 +78,6 @@ async fn thirty_two_concurrent_writers_all_succeed(app: TestApp) {
     assert_eq!(app.count("SELECT COUNT(*) FROM release_requests").await, 32);
 }
 
-/// (transactions, filings) the filing writer has committed so far.
-async fn filing_batches(app: &TestApp) -> (f64, f64) {
-    let text = scrape(app).await;
-    let of = |suffix: &str| sample(&text, &format!("{FILING_BATCH_METRIC}_{suffix}"), &[]);
-    (of("count").unwrap_or(0.0), of("sum").unwrap_or(0.0))
-}
-
 /// Filings that queue while the database is busy are written in one
 /// transaction, and each still gets the answer it would have got alone: the
 /// refusals (not ours, in use, already pending, filed twice in the batch, not
@@ -114,7 +107,7 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
          WHERE e164 = (SELECT MAX(e164) FROM phone_numbers)",
     )
     .await;
-    let (batches_before, filed_before) = filing_batches(&app).await;
+    let before = Committed::now(&app, FILING_BATCH_METRIC).await;
 
     // Another connection holds back every write to release_requests.
     let hold = app.hold_writes_to("release_requests").await;
@@ -184,12 +177,9 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
             .await,
         2 * filed
     );
-    let (batches, filings) = filing_batches(&app).await;
-    assert_eq!(filings - filed_before, targets.len() as f64);
-    assert!(
-        batches - batches_before <= 3.0,
-        "{} filings took {} transactions",
+    before.assert_since(
+        Committed::now(&app, FILING_BATCH_METRIC).await,
         targets.len(),
-        batches - batches_before
+        3.0,
     );
 }

@@ -9,6 +9,36 @@ backend_tests!(
     readyz_is_503_while_a_migration_is_missing,
 );
 
+/// What a group-commit writer (its summary `metric`) has committed so far.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    transactions: f64,
+    requests: f64,
+}
+
+impl Committed {
+    pub(crate) async fn now(app: &TestApp, metric: &str) -> Self {
+        let text = scrape(app).await;
+        let of = |suffix: &str| sample(&text, &format!("{metric}_{suffix}"), &[]).unwrap_or(0.0);
+        Self {
+            transactions: of("count"),
+            requests: of("sum"),
+        }
+    }
+
+    /// Asserts that `requests` requests were committed since `self`, in at
+    /// most `transactions` transactions.
+    #[track_caller]
+    pub(crate) fn assert_since(self, later: Self, requests: usize, transactions: f64) {
+        assert_eq!(later.requests - self.requests, requests as f64);
+        let took = later.transactions - self.transactions;
+        assert!(
+            took <= transactions,
+            "{requests} requests took {took} transactions"
+        );
+    }
+}
+
 /// The value of the sample of `name` whose labels include every one of `labels`.
 pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
