@@ -393,9 +393,7 @@ impl TestApp {
         }
         .expect("count query")
     }
-}
 
-impl TestApp {
     /// Holds back every other writer of `table` (on SQLite, of the whole
     /// database) from another connection until [`HeldWrites::release`], so
     /// that the writes issued meanwhile queue up.

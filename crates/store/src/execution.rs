@@ -355,23 +355,21 @@ async fn wrap_up(
     released: &[(ReleaseWork, Uuid)],
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    if released.is_empty() {
+        return Ok(());
+    }
     let windows = store.policy().windows(at);
     let number_ids = || released.iter().map(|(work, _)| work.phone_number_id);
     // Each number remembers the account of its own request.
     let from_account = released
         .iter()
-        .fold(None::<CaseStatement>, |case, (work, _)| {
-            let when = phone_number::Column::Id.eq(work.phone_number_id);
-            let then = Expr::value(work.account_id);
-            Some(match case {
-                None => Expr::case(when, then),
-                Some(case) => case.case(when, then),
-            })
+        .fold(CaseStatement::new(), |case, (work, _)| {
+            case.case(
+                phone_number::Column::Id.eq(work.phone_number_id),
+                Expr::value(work.account_id),
+            )
         })
-        .map(|case| -> Expr { case.finally(Expr::value(Option::<Uuid>::None)).into() });
-    let Some(from_account) = from_account else {
-        return Ok(());
-    };
+        .finally(Expr::value(Option::<Uuid>::None));
     phone_number::Entity::update_many()
         .col_expr(
             phone_number::Column::Status,
@@ -381,7 +379,10 @@ async fn wrap_up(
             phone_number::Column::AccountId,
             Expr::value(Option::<Uuid>::None),
         )
-        .col_expr(phone_number::Column::ReleasedFromAccount, from_account)
+        .col_expr(
+            phone_number::Column::ReleasedFromAccount,
+            from_account.into(),
+        )
         .col_expr(
             phone_number::Column::FriendlyName,
             Expr::value(Option::<String>::None),
