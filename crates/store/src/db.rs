@@ -1,6 +1,13 @@
 //! Connecting: one sqlx pool per process, shared by sea-orm and the job queue.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::SeqCst},
+    },
+    time::Duration,
+};
 
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, SqlxPostgresConnector,
@@ -159,23 +166,207 @@ pub(crate) async fn begin_write(
 }
 
 /// The queue of this process's SQLite writers (unused on PostgreSQL).
+///
+/// Writers come in two classes. Foreground writers (everything a request or a
+/// release waits on) queue in arrival order. Background writers (the email
+/// dispatcher's claims and settlements, which nobody waits on) go only when no
+/// foreground writer is writing or waiting, or once they have deferred for
+/// [`MAX_DEFERRAL`]: under a burst of filings the one write lock goes to the
+/// filings, and the emails of the burst follow in its gaps, never starved.
 #[derive(Clone, Default)]
-pub(crate) struct WriteGate(std::sync::Arc<tokio::sync::Mutex<()>>);
+pub(crate) struct WriteGate(Arc<GateState>);
+
+#[derive(Default)]
+struct GateState {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Foreground writers waiting for their turn or holding it.
+    foreground: AtomicUsize,
+    /// Told when `foreground` drops to zero.
+    quiet: tokio::sync::Notify,
+}
+
+/// The longest a background writer yields to foreground writers.
+pub(crate) const MAX_DEFERRAL: Duration = Duration::from_millis(50);
 
 impl WriteGate {
     /// Waits for this process's turn to write (at once on PostgreSQL). Hold it
     /// around a single autocommit write too: one that skipped the queue would
     /// meet the lock in SQLite's busy handler, sleeping past the moment it frees.
     pub(crate) async fn turn(&self, db: &DatabaseConnection) -> WriteTurn {
-        WriteTurn(match db.get_database_backend() {
-            sea_orm::DbBackend::Sqlite => Some(self.0.clone().lock_owned().await),
-            _ => None,
-        })
+        match is_sqlite(db) {
+            true => self.foreground().await,
+            false => WriteTurn::none(),
+        }
+    }
+
+    /// A background writer's turn: after the foreground writers waiting now and
+    /// any that arrive meanwhile, for at most [`MAX_DEFERRAL`] (at once on
+    /// PostgreSQL, where writers do not share one lock).
+    pub(crate) async fn background_turn(&self, db: &DatabaseConnection) -> WriteTurn {
+        match is_sqlite(db) {
+            true => self.background().await,
+            false => WriteTurn::none(),
+        }
+    }
+
+    async fn foreground(&self) -> WriteTurn {
+        self.0.foreground.fetch_add(1, SeqCst);
+        // Counted from here, also if the caller gives up while waiting.
+        let foreground = Foreground(self.0.clone());
+        WriteTurn {
+            _guard: Some(self.0.lock.clone().lock_owned().await),
+            _foreground: Some(foreground),
+        }
+    }
+
+    async fn background(&self) -> WriteTurn {
+        let state = &self.0;
+        let busy = || state.foreground.load(SeqCst) > 0;
+        let deadline = tokio::time::Instant::now() + MAX_DEFERRAL;
+        while busy() {
+            // Registered before the check below, so a wake-up between the two is kept.
+            let quiet = state.quiet.notified();
+            if !busy() || tokio::time::timeout_at(deadline, quiet).await.is_err() {
+                break;
+            }
+        }
+        WriteTurn {
+            _guard: Some(state.lock.clone().lock_owned().await),
+            _foreground: None,
+        }
+    }
+}
+
+fn is_sqlite(db: &DatabaseConnection) -> bool {
+    db.get_database_backend() == sea_orm::DbBackend::Sqlite
+}
+
+/// Counts a foreground writer until its turn ends.
+struct Foreground(Arc<GateState>);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        let left = self.0.foreground.fetch_sub(1, SeqCst);
+        if left == 1 {
+            self.0.quiet.notify_waiters();
+        }
     }
 }
 
 /// A writer's turn; the next writer goes when it is dropped.
 #[must_use = "the turn must be held until the transaction commits or rolls back"]
-pub(crate) struct WriteTurn(
-    #[expect(dead_code, reason = "held for its drop")] Option<tokio::sync::OwnedMutexGuard<()>>,
-);
+pub(crate) struct WriteTurn {
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    // Dropped after the guard: the lock is free before background writers hear of it.
+    _foreground: Option<Foreground>,
+}
+
+impl WriteTurn {
+    fn none() -> Self {
+        Self {
+            _guard: None,
+            _foreground: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        pin::pin,
+        sync::Mutex,
+        task::{Context, Poll, Waker},
+    };
+
+    use tokio::time::{Instant, sleep, timeout};
+
+    use super::*;
+
+    /// Whether `turn` is had on the first poll, without waiting at all.
+    fn at_once(turn: impl Future<Output = WriteTurn>) -> bool {
+        let mut context = Context::from_waker(Waker::noop());
+        matches!(pin!(turn).poll(&mut context), Poll::Ready(_))
+    }
+
+    #[tokio::test]
+    async fn a_background_writer_lets_foreground_writers_that_arrive_while_it_waits_go_first() {
+        let gate = WriteGate::default();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let writer = |background: bool| {
+            let (gate, order) = (gate.clone(), order.clone());
+            tokio::spawn(async move {
+                let _turn = match background {
+                    true => gate.background().await,
+                    false => gate.foreground().await,
+                };
+                order.lock().expect("order").push(background);
+            })
+        };
+
+        let held = gate.foreground().await;
+        let background = writer(true);
+        sleep(Duration::from_millis(5)).await;
+        let foreground = writer(false);
+        sleep(Duration::from_millis(5)).await;
+        drop(held);
+        foreground.await.expect("foreground writer");
+        background.await.expect("background writer");
+
+        assert_eq!(*order.lock().expect("order"), [false, true]);
+    }
+
+    #[tokio::test]
+    async fn a_background_writer_defers_to_a_steady_stream_of_foreground_writers_only_so_long() {
+        let gate = WriteGate::default();
+        // Two foreground writers taking turns: one always holds or waits.
+        let streams: Vec<_> = (0..2)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let _turn = gate.foreground().await;
+                        sleep(Duration::from_millis(1)).await;
+                    }
+                })
+            })
+            .collect();
+        sleep(Duration::from_millis(5)).await;
+
+        let asked = Instant::now();
+        let turn = timeout(Duration::from_secs(10), gate.background())
+            .await
+            .expect("a background writer is never starved");
+        let waited = asked.elapsed();
+        drop(turn);
+        streams.iter().for_each(tokio::task::JoinHandle::abort);
+
+        assert!(
+            waited >= MAX_DEFERRAL,
+            "it went after {waited:?}, while foreground writers were busy"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_background_writer_goes_at_once_when_no_foreground_writer_is_busy() {
+        let gate = WriteGate::default();
+        drop(gate.foreground().await);
+        assert!(
+            at_once(gate.background()),
+            "it deferred with nobody to defer to"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_foreground_writer_that_gives_up_waiting_no_longer_holds_background_writers_back() {
+        let gate = WriteGate::default();
+        let held = gate.background().await;
+        // Waits behind the background writer, then gives up.
+        let gave_up = timeout(Duration::from_millis(1), gate.foreground()).await;
+        assert!(gave_up.is_err());
+        drop(held);
+        assert!(
+            at_once(gate.background()),
+            "a foreground writer that gave up was still counted"
+        );
+    }
+}

@@ -29,6 +29,11 @@ impl OutboxStatus {
     }
 }
 
+/// The outbox kind of emails.
+const EMAIL: &str = "email";
+/// The outbox kind of jobs.
+const JOB: &str = "job";
+
 /// An email to queue: which template, to whom, and the values it renders.
 pub(crate) struct Email<'a> {
     pub template: &'static str,
@@ -93,7 +98,7 @@ pub(crate) async fn queue_job(
     payload: serde_json::Value,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let row = pending("job", job, None, payload, format!("{job}:{key}"), at);
+    let row = pending(JOB, job, None, payload, format!("{job}:{key}"), at);
     insert(txn, vec![row]).await
 }
 
@@ -116,7 +121,7 @@ pub(crate) async fn queue_emails(
         .map(|email| {
             let dedup_key = format!("{}:{}:{}", email.event_id, email.template, email.to);
             pending(
-                "email",
+                EMAIL,
                 email.template,
                 Some(email.to),
                 email.payload,
@@ -171,8 +176,12 @@ fn delta(duration: std::time::Duration) -> chrono::TimeDelta {
 impl crate::Store {
     /// Claims up to `limit` due rows of `kind` (`email` or `job`): pending ones
     /// whose time has come, and `sending` ones whose claimer's lease ran out (it
-    /// died). Each claimed row is `sending` until `lease` from now. On PostgreSQL
-    /// concurrent dispatchers skip each other's rows (`FOR UPDATE SKIP LOCKED`).
+    /// died). Each claimed row is `sending` until `lease` from now; they come
+    /// oldest first. One statement (`UPDATE … WHERE id IN (SELECT … LIMIT n)
+    /// RETURNING`); on PostgreSQL concurrent dispatchers skip each other's rows
+    /// (`FOR UPDATE SKIP LOCKED`). Emails are background writes (see
+    /// [`WriteGate`](crate::db::WriteGate)): on SQLite they wait for a gap
+    /// between the writes that requests wait on.
     pub async fn claim_outbox(
         &self,
         kind: &str,
@@ -180,12 +189,12 @@ impl crate::Store {
         lease: std::time::Duration,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         use sea_orm::{
-            ColumnTrait, QueryFilter, QueryOrder, QuerySelect,
+            ColumnTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
             sea_query::{Expr, ExprTrait, LockBehavior, LockType},
         };
-        let (txn, _turn) = crate::db::begin_write(&self.db, &self.write_gate).await?;
+        let _turn = self.outbox_turn(kind).await;
         let at = releasedesk_domain::time::now();
-        let due: Vec<Uuid> = outbox::Entity::find()
+        let due = outbox::Entity::find()
             .select_only()
             .column(outbox::Column::Id)
             .filter(outbox::Column::Kind.eq(kind))
@@ -196,13 +205,8 @@ impl crate::Store {
             .order_by_asc(outbox::Column::NextAttemptAt)
             .limit(limit)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
-        outbox::Entity::update_many()
+            .into_query();
+        let mut rows = outbox::Entity::update_many()
             .col_expr(
                 outbox::Column::Status,
                 Expr::value(OutboxStatus::Sending.as_str()),
@@ -215,15 +219,10 @@ impl crate::Store {
                 outbox::Column::NextAttemptAt,
                 Expr::value(at + delta(lease)),
             )
-            .filter(outbox::Column::Id.is_in(due.clone()))
-            .exec(&txn)
+            .filter(outbox::Column::Id.in_subquery(due))
+            .exec_with_returning(&self.db)
             .await?;
-        let rows = outbox::Entity::find()
-            .filter(outbox::Column::Id.is_in(due))
-            .order_by_asc(outbox::Column::CreatedAt)
-            .all(&txn)
-            .await?;
-        txn.commit().await?;
+        rows.sort_by_key(|row| (row.created_at, row.id));
         Ok(rows
             .into_iter()
             .map(|row| OutboxItem {
@@ -237,14 +236,14 @@ impl crate::Store {
             .collect())
     }
 
-    /// Marks claimed rows delivered, in one statement: a dispatcher settles a
-    /// batch with one commit instead of one per row.
-    pub async fn outbox_sent(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+    /// Marks claimed rows of `kind` delivered, in one statement: a dispatcher
+    /// settles a batch with one commit instead of one per row.
+    pub async fn outbox_sent(&self, kind: &str, ids: &[Uuid]) -> Result<(), StoreError> {
         use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
         if ids.is_empty() {
             return Ok(());
         }
-        let _turn = self.write_gate.turn(&self.db).await;
+        let _turn = self.outbox_turn(kind).await;
         outbox::Entity::update_many()
             .col_expr(
                 outbox::Column::Status,
@@ -262,6 +261,15 @@ impl crate::Store {
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+
+    /// The write turn for the dispatcher's bookkeeping of `kind`: emails in the
+    /// background, jobs (a release waits on them) in the foreground.
+    async fn outbox_turn(&self, kind: &str) -> crate::db::WriteTurn {
+        match kind {
+            EMAIL => self.write_gate.background_turn(&self.db).await,
+            _ => self.write_gate.turn(&self.db).await,
+        }
     }
 
     /// Records a failed delivery: retried after the policy's backoff, or `dead`

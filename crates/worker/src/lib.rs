@@ -340,7 +340,7 @@ impl Worker {
         if ids.is_empty() {
             return Ok(());
         }
-        self.store.outbox_sent(ids).await?;
+        self.store.outbox_sent(kind, ids).await?;
         metrics::counter!(OUTBOX_METRIC, "kind" => kind, "outcome" => "sent")
             .increment(ids.len() as u64);
         Ok(())

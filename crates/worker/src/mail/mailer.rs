@@ -214,16 +214,18 @@ fn sanitize(message_id: &str) -> String {
 }
 
 /// Writes `{id}.eml` whole or not at all: a reader never sees half a message.
+/// Both steps in one blocking task (one hand-off to the blocking pool, not two).
 async fn write_eml(dir: &Path, id: &str, raw: Vec<u8>) -> Result<(), MailError> {
-    let io = |e: std::io::Error| {
-        MailError::Transient(format!("cannot write to the outbox directory: {e}"))
-    };
     let path = dir.join(format!("{id}.eml"));
     let temporary = dir.join(format!(".{id}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    tokio::fs::write(&temporary, raw).await.map_err(io)?;
-    if let Err(e) = tokio::fs::rename(&temporary, &path).await {
-        let _ = tokio::fs::remove_file(&temporary).await;
-        return Err(io(e));
-    }
-    Ok(())
+    let written = tokio::task::spawn_blocking(move || {
+        std::fs::write(&temporary, raw)?;
+        std::fs::rename(&temporary, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .flatten();
+    written.map_err(|e| MailError::Transient(format!("cannot write to the outbox directory: {e}")))
 }
