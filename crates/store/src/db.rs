@@ -186,7 +186,7 @@ struct GateState {
 }
 
 /// The longest a background writer yields to foreground writers.
-pub(crate) const MAX_DEFERRAL: Duration = Duration::from_millis(50);
+const MAX_DEFERRAL: Duration = Duration::from_millis(50);
 
 impl WriteGate {
     /// Waits for this process's turn to write (at once on PostgreSQL). Hold it
