@@ -13,6 +13,7 @@ backend_tests!(
     thirty_concurrent_duplicate_requests_give_exactly_one_201,
     thirty_two_concurrent_writers_all_succeed,
     filings_that_wait_together_commit_together_each_with_its_own_answer,
+    groups_look_their_ids_up_rather_than_walk_a_status,
 );
 
 async fn thirty_concurrent_duplicate_requests_give_exactly_one_201(app: TestApp) {
@@ -182,4 +183,57 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
         targets.len(),
         3.0,
     );
+}
+
+/// What a group of filings and a group of releases look up is found through the
+/// ids, at any group size: never by walking every request of a status
+/// (`idx_release_requests_status`) or the whole table, which made each group
+/// slower as requests piled up. SQLite is checked as a new database is, without
+/// statistics on the requests; PostgreSQL with statistics over 50,000 open
+/// requests.
+async fn groups_look_their_ids_up_rather_than_walk_a_status(app: TestApp) {
+    if app.backend() == releasedesk_store::Backend::Postgres {
+        let account = app.customer().await.account_id;
+        app.execute(&format!(
+            "INSERT INTO phone_numbers (id, e164, account_id, status, purchased_at, billing_cycle_started_at, \
+             monthly_price_minor, currency, created_at, updated_at) \
+             SELECT gen_random_uuid(), '+1666' || lpad(i::text, 7, '0'), '{account}', 'active', now(), now(), 115, 'USD', now(), now() \
+             FROM generate_series(1, 50000) AS i"
+        ))
+        .await;
+        app.execute(
+            "INSERT INTO release_requests (id, account_id, phone_number_id, phone_number, reason, status, \
+             requested_at, requested_by, early_termination_fee_minor, currency, version, updated_at) \
+             SELECT gen_random_uuid(), account_id, id, e164, 'open history', \
+             CASE WHEN e164 < '+16660025000' THEN 'pending' ELSE 'approved' END, now(), 'system', 0, 'USD', 1, now() \
+             FROM phone_numbers WHERE e164 LIKE '+1666%'",
+        )
+        .await;
+        app.execute("ANALYZE").await;
+    }
+    for size in [1, 16, 64, 128] {
+        let plans = app.store.group_plans(size).await.unwrap();
+        for (statement, plan) in [
+            ("open requests", plans.open_requests.join("\n")),
+            ("take releases", plans.take_releases.join("\n")),
+        ] {
+            let through_ids = [
+                "sqlite_autoindex_release_requests_1",
+                "release_requests_pkey",
+            ]
+            .iter()
+            .chain(&[
+                "idx_release_requests_number",
+                "release_requests_one_open_per_number",
+            ])
+            .any(|index| plan.contains(index));
+            assert!(
+                through_ids
+                    && !plan.contains("idx_release_requests_status")
+                    && !plan.contains("SCAN release_requests")
+                    && !plan.contains("Seq Scan"),
+                "{statement}, {size} ids:\n{plan}"
+            );
+        }
+    }
 }

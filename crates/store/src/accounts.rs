@@ -226,7 +226,7 @@ impl Store {
         };
         // Guarded: only a live token gets a `revoked_at`, so a second revocation
         // keeps the first time.
-        let _turn = self.write_gate.turn(&self.db).await;
+        let turn = self.write_gate.turn().await;
         api_token::Entity::update_many()
             .col_expr(
                 api_token::Column::RevokedAt,
@@ -234,7 +234,7 @@ impl Store {
             )
             .filter(by.clone())
             .filter(api_token::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         let row = api_token::Entity::find()
             .filter(by)
@@ -300,7 +300,7 @@ impl Store {
             return Ok(None);
         };
         let token = new_token(STAFF_TOKEN_PREFIX);
-        let _turn = self.write_gate.turn(&self.db).await;
+        let turn = self.write_gate.turn().await;
         staff::Entity::update_many()
             .col_expr(
                 staff::Column::TokenHash,
@@ -311,7 +311,7 @@ impl Store {
                 sea_orm::sea_query::Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
             )
             .filter(staff::Column::Id.eq(member.id))
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         Ok(Some(CreatedStaff {
             id: member.id,

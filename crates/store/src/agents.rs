@@ -148,7 +148,7 @@ impl Store {
         account_id: Uuid,
         new: NewAgent,
     ) -> Result<AgentView, StoreError> {
-        let (txn, _turn) = crate::db::begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.write_gate).await?;
         let at = now();
         let row = agent::Entity::insert(agent::ActiveModel {
             id: Set(releasedesk_domain::new_id()),
@@ -172,7 +172,7 @@ impl Store {
         agent_id: Uuid,
         patch: AgentPatch,
     ) -> Result<AgentView, StoreError> {
-        let (txn, _turn) = crate::db::begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.write_gate).await?;
         owned_agent(&txn, account_id, agent_id).await?;
         let mut update =
             agent::Entity::update_many().col_expr(agent::Column::UpdatedAt, Expr::value(now()));

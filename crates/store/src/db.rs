@@ -3,7 +3,7 @@
 use std::{
     str::FromStr,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicUsize, Ordering::SeqCst},
     },
     time::Duration,
@@ -12,6 +12,7 @@ use std::{
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, SqlxPostgresConnector,
     SqlxSqliteConnector, TransactionOptions, TransactionTrait,
+    sea_query::{Expr, IntoCondition},
 };
 use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
@@ -143,29 +144,117 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
     }
 }
 
-/// Begins a transaction that will write. On SQLite it takes the write lock up front
-/// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail
-/// with "database is locked" when another writer got there first, which no busy
-/// timeout cures. PostgreSQL ignores the mode.
+/// `condition` as a filter that no index can serve (`CASE WHEN condition THEN
+/// TRUE ELSE FALSE END`), so a batch's ids are the planner's only way in.
+///
+/// SQLite's planner, lacking statistics on a table (a new database, or one that
+/// `PRAGMA optimize` saw empty), guesses that `status = ?` matches ten rows. For a
+/// batch of 16 or more ids it then walked every row of that status through
+/// `idx_release_requests_status` instead of looking the ids up, so a group commit
+/// slowed as the table grew.
+pub(crate) fn unindexed(condition: impl IntoCondition) -> Expr {
+    Expr::case(condition, Expr::value(true))
+        .finally(Expr::value(false))
+        .into()
+}
+
+/// Begins a transaction that will write, on the turn's connection. On SQLite it
+/// takes the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction that
+/// reads and then writes can fail with "database is locked" when another writer
+/// got there first, which no busy timeout cures. PostgreSQL ignores the mode.
 ///
 /// On SQLite the writers of this process first queue on `gate` (hold the returned
-/// guard until the transaction ends): SQLite has one write lock, and a writer
+/// turn until the transaction ends): SQLite has one write lock, and a writer
 /// waiting in its busy handler sleeps in growing steps (up to 100 ms) and polls,
 /// so under contention most of the time went to sleeping past a lock already
 /// free. An async queue hands the lock over the moment it is released.
 pub(crate) async fn begin_write(
-    db: &DatabaseConnection,
     gate: &WriteGate,
 ) -> Result<(DatabaseTransaction, WriteTurn), StoreError> {
-    let turn = gate.turn(db).await;
+    let turn = gate.turn().await;
     let options = TransactionOptions {
         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
-    Ok((db.begin_with_options(options).await?, turn))
+    Ok((turn.db().begin_with_options(options).await?, turn))
 }
 
-/// The queue of this process's SQLite writers (unused on PostgreSQL).
+/// Where this process writes, and on SQLite the queue of its writers.
+///
+/// On SQLite every write goes through one connection of its own, in turn. A
+/// connection's page cache is discarded whenever another connection commits, so
+/// writes spread over the pool re-read every page they touch from the file after
+/// each commit; the one writer's cache stays warm, as only it commits (bar other
+/// processes). On PostgreSQL writers share the pool and do not queue.
+#[derive(Clone)]
+pub(crate) struct WriteGate(Arc<Gate>);
+
+enum Gate {
+    Sqlite {
+        /// Opened on first use (opening a pool needs the runtime).
+        writer: OnceLock<DatabaseConnection>,
+        /// Options of the pool the writer is made like.
+        pool: SqlitePool,
+        queue: WriteQueue,
+    },
+    Postgres(DatabaseConnection),
+}
+
+/// Pages the SQLite writer keeps in memory (SQLite's `cache_size` in KiB when
+/// negative): the indexes every filing and release touches, at a million rows.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+
+impl WriteGate {
+    pub(crate) fn new(pool: &Pool) -> Self {
+        Self(Arc::new(match pool {
+            Pool::Sqlite(pool) => Gate::Sqlite {
+                writer: OnceLock::new(),
+                pool: pool.clone(),
+                queue: WriteQueue::default(),
+            },
+            Pool::Postgres(_) => Gate::Postgres(pool.sea_orm()),
+        }))
+    }
+
+    /// Waits for this process's turn to write (at once on PostgreSQL). Write on
+    /// [`WriteTurn::db`], a single autocommit statement too: one that skipped the
+    /// queue would meet the lock in SQLite's busy handler, sleeping past the
+    /// moment it frees.
+    pub(crate) async fn turn(&self) -> WriteTurn {
+        match &*self.0 {
+            Gate::Sqlite { queue, .. } => queue.foreground().await.on(self.sqlite_writer()),
+            Gate::Postgres(db) => WriteTurn::unqueued(db),
+        }
+    }
+
+    /// A background writer's turn: after the foreground writers waiting now and
+    /// any that arrive meanwhile, for at most [`MAX_DEFERRAL`] (at once on
+    /// PostgreSQL, where writers do not share one lock).
+    pub(crate) async fn background_turn(&self) -> WriteTurn {
+        match &*self.0 {
+            Gate::Sqlite { queue, .. } => queue.background().await.on(self.sqlite_writer()),
+            Gate::Postgres(db) => WriteTurn::unqueued(db),
+        }
+    }
+
+    fn sqlite_writer(&self) -> &DatabaseConnection {
+        let Gate::Sqlite { writer, pool, .. } = &*self.0 else {
+            unreachable!("only SQLite has a writer of its own");
+        };
+        writer.get_or_init(|| {
+            let options = (*pool.connect_options())
+                .clone()
+                .pragma("cache_size", (-WRITER_CACHE_KIB).to_string());
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(pool.options().get_acquire_timeout())
+                .connect_lazy_with(options);
+            SqlxSqliteConnector::from_sqlx_sqlite_pool(writer)
+        })
+    }
+}
+
+/// The queue of this process's SQLite writers.
 ///
 /// Writers come in two classes. Foreground writers (everything a request or a
 /// release waits on) queue in arrival order. Background writers (the email
@@ -174,10 +263,10 @@ pub(crate) async fn begin_write(
 /// [`MAX_DEFERRAL`]: under a burst of filings the one write lock goes to the
 /// filings, and the emails of the burst follow in its gaps, never starved.
 #[derive(Clone, Default)]
-pub(crate) struct WriteGate(Arc<GateState>);
+struct WriteQueue(Arc<QueueState>);
 
 #[derive(Default)]
-struct GateState {
+struct QueueState {
     lock: Arc<tokio::sync::Mutex<()>>,
     /// Foreground writers waiting for their turn or holding it.
     foreground: AtomicUsize,
@@ -188,38 +277,18 @@ struct GateState {
 /// The longest a background writer yields to foreground writers.
 const MAX_DEFERRAL: Duration = Duration::from_millis(50);
 
-impl WriteGate {
-    /// Waits for this process's turn to write (at once on PostgreSQL). Hold it
-    /// around a single autocommit write too: one that skipped the queue would
-    /// meet the lock in SQLite's busy handler, sleeping past the moment it frees.
-    pub(crate) async fn turn(&self, db: &DatabaseConnection) -> WriteTurn {
-        match is_sqlite(db) {
-            true => self.foreground().await,
-            false => WriteTurn::none(),
-        }
-    }
-
-    /// A background writer's turn: after the foreground writers waiting now and
-    /// any that arrive meanwhile, for at most [`MAX_DEFERRAL`] (at once on
-    /// PostgreSQL, where writers do not share one lock).
-    pub(crate) async fn background_turn(&self, db: &DatabaseConnection) -> WriteTurn {
-        match is_sqlite(db) {
-            true => self.background().await,
-            false => WriteTurn::none(),
-        }
-    }
-
-    async fn foreground(&self) -> WriteTurn {
+impl WriteQueue {
+    async fn foreground(&self) -> Place {
         self.0.foreground.fetch_add(1, SeqCst);
         // Counted from here, also if the caller gives up while waiting.
         let foreground = Foreground(self.0.clone());
-        WriteTurn {
-            _guard: Some(self.0.lock.clone().lock_owned().await),
-            _foreground: Some(foreground),
+        Place {
+            guard: self.0.lock.clone().lock_owned().await,
+            foreground: Some(foreground),
         }
     }
 
-    async fn background(&self) -> WriteTurn {
+    async fn background(&self) -> Place {
         let state = &self.0;
         let busy = || state.foreground.load(SeqCst) > 0;
         let deadline = tokio::time::Instant::now() + MAX_DEFERRAL;
@@ -230,19 +299,15 @@ impl WriteGate {
                 break;
             }
         }
-        WriteTurn {
-            _guard: Some(state.lock.clone().lock_owned().await),
-            _foreground: None,
+        Place {
+            guard: state.lock.clone().lock_owned().await,
+            foreground: None,
         }
     }
 }
 
-fn is_sqlite(db: &DatabaseConnection) -> bool {
-    db.get_database_backend() == sea_orm::DbBackend::Sqlite
-}
-
 /// Counts a foreground writer until its turn ends.
-struct Foreground(Arc<GateState>);
+struct Foreground(Arc<QueueState>);
 
 impl Drop for Foreground {
     fn drop(&mut self) {
@@ -253,20 +318,44 @@ impl Drop for Foreground {
     }
 }
 
-/// A writer's turn; the next writer goes when it is dropped.
+/// A writer's place at the head of the queue.
+struct Place {
+    guard: tokio::sync::OwnedMutexGuard<()>,
+    foreground: Option<Foreground>,
+}
+
+impl Place {
+    fn on(self, db: &DatabaseConnection) -> WriteTurn {
+        WriteTurn {
+            db: db.clone(),
+            _guard: Some(self.guard),
+            _foreground: self.foreground,
+        }
+    }
+}
+
+/// A writer's turn, and the connection to write on; the next writer goes when
+/// it is dropped.
 #[must_use = "the turn must be held until the transaction commits or rolls back"]
 pub(crate) struct WriteTurn {
+    db: DatabaseConnection,
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     // Dropped after the guard: the lock is free before background writers hear of it.
     _foreground: Option<Foreground>,
 }
 
 impl WriteTurn {
-    fn none() -> Self {
+    fn unqueued(db: &DatabaseConnection) -> Self {
         Self {
+            db: db.clone(),
             _guard: None,
             _foreground: None,
         }
+    }
+
+    /// The connection to write on during this turn.
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 }
 
@@ -283,14 +372,14 @@ mod tests {
     use super::*;
 
     /// Whether `turn` is had on the first poll, without waiting at all.
-    fn at_once(turn: impl Future<Output = WriteTurn>) -> bool {
+    fn at_once(turn: impl Future<Output = Place>) -> bool {
         let mut context = Context::from_waker(Waker::noop());
         matches!(pin!(turn).poll(&mut context), Poll::Ready(_))
     }
 
     #[tokio::test]
     async fn a_background_writer_lets_foreground_writers_that_arrive_while_it_waits_go_first() {
-        let gate = WriteGate::default();
+        let gate = WriteQueue::default();
         let order = Arc::new(Mutex::new(Vec::new()));
         let writer = |background: bool| {
             let (gate, order) = (gate.clone(), order.clone());
@@ -317,7 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_background_writer_defers_to_a_steady_stream_of_foreground_writers_only_so_long() {
-        let gate = WriteGate::default();
+        let gate = WriteQueue::default();
         // Two foreground writers taking turns: one always holds or waits.
         let streams: Vec<_> = (0..2)
             .map(|_| {
@@ -348,7 +437,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_background_writer_goes_at_once_when_no_foreground_writer_is_busy() {
-        let gate = WriteGate::default();
+        let gate = WriteQueue::default();
         drop(gate.foreground().await);
         assert!(
             at_once(gate.background()),
@@ -358,7 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_foreground_writer_that_gives_up_waiting_no_longer_holds_background_writers_back() {
-        let gate = WriteGate::default();
+        let gate = WriteQueue::default();
         let held = gate.background().await;
         // Waits behind the background writer, then gives up.
         let gave_up = timeout(Duration::from_millis(1), gate.foreground()).await;

@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use releasedesk_domain::{DomainError, NumberStatus, RequestStatus, time::now};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, UpdateMany,
     sea_query::{CaseStatement, Expr, ExprTrait},
 };
 use serde_json::json;
@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     Actor, NumberView, Store, StoreError,
-    db::begin_write,
+    db::{begin_write, unindexed},
     entity::{account, agent_number, phone_number, release_event, release_request, sms_message},
     events,
     group::Group,
@@ -74,7 +74,7 @@ impl Store {
         request_id: Uuid,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let begin = take_lease(&txn, request_id, lease, now()).await?;
         txn.commit().await?;
         Ok(begin)
@@ -105,28 +105,10 @@ impl Store {
         request_ids: &[Uuid],
     ) -> Result<Vec<Result<Begin, StoreError>>, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let at = now();
         let mut released: HashMap<Uuid, release_request::Model> =
-            release_request::Entity::update_many()
-                .col_expr(
-                    Column::Status,
-                    Expr::value(RequestStatus::Released.as_str()),
-                )
-                .col_expr(Column::ReleasedAt, Expr::value(at))
-                .col_expr(Column::CarrierReleasedAt, Expr::value(at))
-                .col_expr(
-                    Column::LeaseUntil,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                )
-                .col_expr(
-                    Column::ExecutionAttempts,
-                    Expr::col(Column::ExecutionAttempts).add(1),
-                )
-                .col_expr(Column::UpdatedAt, Expr::value(at))
-                .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-                .filter(Column::Id.is_in(request_ids.iter().copied()))
-                .filter(claimable(at))
+            released_together(request_ids, at)
                 .exec_with_returning(&txn)
                 .await?
                 .into_iter()
@@ -240,6 +222,34 @@ impl From<&release_request::Model> for ReleaseWork {
 
 /// Requests a worker may take: `approved`, or `releasing` whose lease lapsed
 /// (its worker died).
+/// The guarded UPDATE that takes `request_ids` for release at once; the guard
+/// is [`unindexed`], so the ids are looked up, never every approved request.
+pub(crate) fn released_together(
+    request_ids: &[Uuid],
+    at: DateTime<Utc>,
+) -> UpdateMany<release_request::Entity> {
+    use release_request::Column;
+    release_request::Entity::update_many()
+        .col_expr(
+            Column::Status,
+            Expr::value(RequestStatus::Released.as_str()),
+        )
+        .col_expr(Column::ReleasedAt, Expr::value(at))
+        .col_expr(Column::CarrierReleasedAt, Expr::value(at))
+        .col_expr(
+            Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            Column::ExecutionAttempts,
+            Expr::col(Column::ExecutionAttempts).add(1),
+        )
+        .col_expr(Column::UpdatedAt, Expr::value(at))
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .filter(Column::Id.is_in(request_ids.iter().copied()))
+        .filter(unindexed(claimable(at)))
+}
+
 fn claimable(at: DateTime<Utc>) -> Condition {
     use release_request::Column;
     Condition::any()
@@ -455,12 +465,12 @@ impl Store {
     /// bookkeeping, so a re-run never calls the carrier twice).
     pub async fn record_carrier_release(&self, request_id: Uuid) -> Result<(), StoreError> {
         use release_request::Column;
-        let _turn = self.write_gate.turn(&self.db).await;
+        let turn = self.write_gate.turn().await;
         release_request::Entity::update_many()
             .col_expr(Column::CarrierReleasedAt, Expr::value(now()))
             .filter(Column::Id.eq(request_id))
             .filter(Column::CarrierReleasedAt.is_null())
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         Ok(())
     }
@@ -468,7 +478,7 @@ impl Store {
     /// Finishes a release in one transaction. Safe to run twice: a request that is
     /// no longer `releasing` is left alone.
     pub async fn finish_release(&self, request_id: Uuid) -> Result<(), StoreError> {
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let finished = finish(self, &txn, request_id, now()).await?;
         txn.commit().await?;
         if finished {
@@ -481,7 +491,7 @@ impl Store {
     /// `active` in its account (nothing was released), staff emailed.
     pub async fn fail_release(&self, request_id: Uuid, reason: &str) -> Result<(), StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(Column::Status, Expr::value(RequestStatus::Failed.as_str()))
@@ -589,7 +599,7 @@ impl Store {
             .await?;
         let mut moved = 0;
         for number_id in due {
-            let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+            let (txn, _turn) = begin_write(&self.write_gate).await?;
             let updated = phone_number::Entity::update_many()
                 .col_expr(
                     phone_number::Column::Status,
@@ -627,7 +637,7 @@ impl Store {
         account_id: Uuid,
         number_id: Uuid,
     ) -> Result<NumberView, StoreError> {
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let at = now();
         let updated = phone_number::Entity::update_many()
             .col_expr(
@@ -738,12 +748,12 @@ impl Store {
         delay: Duration,
     ) -> Result<(), StoreError> {
         use release_request::Column;
-        let _turn = self.write_gate.turn(&self.db).await;
+        let turn = self.write_gate.turn().await;
         release_request::Entity::update_many()
             .col_expr(Column::LeaseUntil, Expr::value(now() + lease_delta(delay)))
             .filter(Column::Id.eq(request_id))
             .filter(Column::Status.eq(RequestStatus::Releasing.as_str()))
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         Ok(())
     }

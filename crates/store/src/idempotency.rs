@@ -96,7 +96,7 @@ impl Store {
                 created_at: Set(at),
                 expires_at: Set(after(at, times.retention)),
             };
-            let turn = self.write_gate.turn(&self.db).await;
+            let turn = self.write_gate.turn().await;
             let inserted = idempotency_key::Entity::insert(claim)
                 .on_conflict(
                     OnConflict::columns([
@@ -106,7 +106,7 @@ impl Store {
                     .do_nothing()
                     .to_owned(),
                 )
-                .exec_without_returning(&self.db)
+                .exec_without_returning(turn.db())
                 .await?;
             drop(turn);
             if inserted == 1 {
@@ -114,7 +114,7 @@ impl Store {
             }
 
             // Take over an expired key, or an abandoned claim of this same request.
-            let turn = self.write_gate.turn(&self.db).await;
+            let turn = self.write_gate.turn().await;
             let taken = idempotency_key::Entity::update_many()
                 .col_expr(
                     idempotency_key::Column::RequestHash,
@@ -150,7 +150,7 @@ impl Store {
                                 .add(idempotency_key::Column::RequestHash.eq(request_hash)),
                         ),
                 )
-                .exec(&self.db)
+                .exec(turn.db())
                 .await?;
             drop(turn);
             if taken.rows_affected == 1 {
@@ -193,7 +193,7 @@ impl Store {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
-        let _turn = self.write_gate.turn(&self.db).await;
+        let turn = self.write_gate.turn().await;
         idempotency_key::Entity::update_many()
             .col_expr(idempotency_key::Column::State, Expr::value(DONE))
             .col_expr(
@@ -207,7 +207,7 @@ impl Store {
             .filter(idempotency_key::Column::Scope.eq(scope.as_str()))
             .filter(idempotency_key::Column::Key.eq(key))
             .filter(idempotency_key::Column::State.eq(IN_FLIGHT))
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         Ok(())
     }
@@ -219,22 +219,22 @@ impl Store {
         scope: &KeyScope,
         key: &str,
     ) -> Result<(), StoreError> {
-        let _turn = self.write_gate.turn(&self.db).await;
+        let turn = self.write_gate.turn().await;
         idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::Scope.eq(scope.as_str()))
             .filter(idempotency_key::Column::Key.eq(key))
             .filter(idempotency_key::Column::State.eq(IN_FLIGHT))
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         Ok(())
     }
 
     /// Deletes keys whose retention has passed; returns how many went.
     pub async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
-        let _turn = self.write_gate.turn(&self.db).await;
+        let turn = self.write_gate.turn().await;
         let result = idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::ExpiresAt.lte(now()))
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         Ok(result.rows_affected)
     }

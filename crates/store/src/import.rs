@@ -98,7 +98,7 @@ impl Store {
         rows: &[ImportRow],
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<ImportOutcome, StoreError> {
-        let (txn, _turn) = crate::db::begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.write_gate).await?;
         if account::Entity::find_by_id(account_id)
             .one(&txn)
             .await?

@@ -22,6 +22,7 @@ mod jobs;
 mod numbers;
 mod outbox;
 mod paging;
+mod plans;
 mod requests;
 mod review;
 pub mod schema;
@@ -49,6 +50,7 @@ pub use numbers::{
 };
 pub use outbox::{OutboxItem, OutboxStatus, OutboxView, RetryPolicy};
 pub use paging::{Cursor, Page, PageRequest};
+pub use plans::GroupPlans;
 pub use requests::{FiledRequest, RequestView};
 pub use review::{
     AccountRef, ClaimFilter, QueueFilter, QueueItem, QueueOrder, ReviewDetail, StaffRef,
@@ -97,13 +99,14 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     pub fn new(pool: Pool, settings: StoreSettings) -> Self {
+        let write_gate = db::WriteGate::new(&pool);
         Self {
             db: pool.sea_orm(),
             pool,
             settings: Arc::new(settings),
             outbox_written: Arc::new(tokio::sync::Notify::new()),
             migrations_current: Arc::default(),
-            write_gate: db::WriteGate::default(),
+            write_gate,
             writers: Arc::default(),
         }
     }

@@ -363,7 +363,7 @@ impl Store {
         number_id: Uuid,
         patch: NumberPatch,
     ) -> Result<NumberView, StoreError> {
-        let (txn, _turn) = crate::db::begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.write_gate).await?;
         owned(&txn, account_id, number_id).await?;
         let changes = [
             (

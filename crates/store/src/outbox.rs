@@ -192,7 +192,7 @@ impl crate::Store {
             ColumnTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
             sea_query::{Expr, ExprTrait, LockBehavior, LockType},
         };
-        let _turn = self.outbox_turn(kind).await;
+        let turn = self.outbox_turn(kind).await;
         let at = releasedesk_domain::time::now();
         let due = outbox::Entity::find()
             .select_only()
@@ -220,7 +220,7 @@ impl crate::Store {
                 Expr::value(at + delta(lease)),
             )
             .filter(outbox::Column::Id.in_subquery(due))
-            .exec_with_returning(&self.db)
+            .exec_with_returning(turn.db())
             .await?;
         rows.sort_by_key(|row| (row.created_at, row.id));
         Ok(rows
@@ -243,7 +243,7 @@ impl crate::Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let _turn = self.outbox_turn(kind).await;
+        let turn = self.outbox_turn(kind).await;
         outbox::Entity::update_many()
             .col_expr(
                 outbox::Column::Status,
@@ -258,7 +258,7 @@ impl crate::Store {
                 Expr::value(Option::<String>::None),
             )
             .filter(outbox::Column::Id.is_in(ids.iter().copied()))
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         Ok(())
     }
@@ -267,8 +267,8 @@ impl crate::Store {
     /// background, jobs (a release waits on them) in the foreground.
     async fn outbox_turn(&self, kind: &str) -> crate::db::WriteTurn {
         match kind {
-            EMAIL => self.write_gate.background_turn(&self.db).await,
-            _ => self.write_gate.turn(&self.db).await,
+            EMAIL => self.write_gate.background_turn().await,
+            _ => self.write_gate.turn().await,
         }
     }
 
@@ -290,13 +290,13 @@ impl crate::Store {
         };
         let next = releasedesk_domain::time::now() + delta(policy.delay(item.attempts));
         let error: String = error.chars().take(1000).collect();
-        let _turn = self.write_gate.turn(&self.db).await;
+        let turn = self.write_gate.turn().await;
         outbox::Entity::update_many()
             .col_expr(outbox::Column::Status, Expr::value(status.as_str()))
             .col_expr(outbox::Column::NextAttemptAt, Expr::value(next))
             .col_expr(outbox::Column::LastError, Expr::value(error))
             .filter(outbox::Column::Id.eq(item.id))
-            .exec(&self.db)
+            .exec(turn.db())
             .await?;
         Ok(status)
     }

@@ -108,7 +108,7 @@ impl Store {
         account_id: Uuid,
         request_id: Uuid,
     ) -> Result<RequestView, StoreError> {
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(

@@ -272,27 +272,9 @@ impl Store {
         filter: &QueueFilter,
         page: PageRequest,
     ) -> Result<Vec<String>, StoreError> {
-        use sea_orm::{QueryTrait, Statement};
-        let backend = self.db.get_database_backend();
-        let statement = queue_select(me, filter, &page)?.build(backend);
-        let explain = match self.backend() {
-            crate::Backend::Sqlite => "EXPLAIN QUERY PLAN",
-            crate::Backend::Postgres => "EXPLAIN",
-        };
-        let sql = format!("{explain} {}", statement.sql);
-        let explained = Statement::from_sql_and_values(
-            backend,
-            sql,
-            statement.values.map(|v| v.0).unwrap_or_default(),
-        );
-        let rows = self.db.query_all_raw(explained).await?;
-        let column = match self.backend() {
-            crate::Backend::Sqlite => "detail",
-            crate::Backend::Postgres => "QUERY PLAN",
-        };
-        rows.iter()
-            .map(|row| row.try_get::<String>("", column).map_err(StoreError::from))
-            .collect()
+        use sea_orm::QueryTrait;
+        let statement = queue_select(me, filter, &page)?.build(self.db.get_database_backend());
+        self.plan(statement).await
     }
 
     /// Renders queue rows with three batched look-ups for the whole page.
@@ -354,7 +336,7 @@ impl Store {
         request_id: Uuid,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(Column::ClaimedBy, Expr::value(me.id))
@@ -391,7 +373,7 @@ impl Store {
         request_id: Uuid,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let at = now();
         let mut update = release_request::Entity::update_many()
             .col_expr(Column::ClaimedBy, Expr::value(Option::<Uuid>::None))
@@ -435,7 +417,7 @@ impl Store {
         note: Option<Note>,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let at = now();
         let note = note.map(Note::into_inner);
         let updated = release_request::Entity::update_many()
@@ -525,7 +507,7 @@ impl Store {
         note: Note,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.db, &self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.write_gate).await?;
         let at = now();
         let note = note.into_inner();
         let updated = release_request::Entity::update_many()

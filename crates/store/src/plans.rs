@@ -1,0 +1,50 @@
+//! The database's plans for statements that must be served by an index, for
+//! operators and tests to see that they are (`EXPLAIN QUERY PLAN` on SQLite,
+//! `EXPLAIN` on PostgreSQL, one line per step).
+
+use sea_orm::{ConnectionTrait, QueryTrait, Statement};
+use uuid::Uuid;
+
+use crate::{Backend, Store, StoreError, execution, filing};
+
+/// The plans of the two group-commit statements whose cost must not grow with
+/// the table: what a group of filings and a group of releases look up.
+#[derive(Debug, Clone)]
+pub struct GroupPlans {
+    /// Which of the group's numbers already have an open request.
+    pub open_requests: Vec<String>,
+    /// The guarded UPDATE that takes the group's requests for release.
+    pub take_releases: Vec<String>,
+}
+
+impl Store {
+    /// [`GroupPlans`] for a group of `size` (made-up) ids.
+    pub async fn group_plans(&self, size: usize) -> Result<GroupPlans, StoreError> {
+        let backend = self.db.get_database_backend();
+        let ids: Vec<Uuid> = (0..size).map(|_| releasedesk_domain::new_id()).collect();
+        let open_requests = filing::open_requests_select(&ids).build(backend);
+        let take_releases =
+            execution::released_together(&ids, releasedesk_domain::time::now()).build(backend);
+        Ok(GroupPlans {
+            open_requests: self.plan(open_requests).await?,
+            take_releases: self.plan(take_releases).await?,
+        })
+    }
+
+    /// The plan of `statement`, one line per step.
+    pub(crate) async fn plan(&self, statement: Statement) -> Result<Vec<String>, StoreError> {
+        let (explain, column) = match self.backend() {
+            Backend::Sqlite => ("EXPLAIN QUERY PLAN", "detail"),
+            Backend::Postgres => ("EXPLAIN", "QUERY PLAN"),
+        };
+        let explained = Statement::from_sql_and_values(
+            statement.db_backend,
+            format!("{explain} {}", statement.sql),
+            statement.values.map(|v| v.0).unwrap_or_default(),
+        );
+        let rows = self.db.query_all_raw(explained).await?;
+        rows.iter()
+            .map(|row| row.try_get::<String>("", column).map_err(StoreError::from))
+            .collect()
+    }
+}
