@@ -1,7 +1,10 @@
 //! Stage 1 and 4: filing over HTTP through `serve` at 1, 8 and 32 clients, and
 //! the peak memory of that `serve` idle and after the load.
 
-use anyhow::Result;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use releasedesk_store::Pool;
 
 use crate::{
     Ctx, cpu,
@@ -33,13 +36,13 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
     let warmup = 50;
     let per_level = ctx.plan.filings;
     let numbers = fixture.numbers(warmup + per_level * LEVELS.len()).await?;
-    pool.close().await;
 
     let serve = Service::start(&ctx.binary, Role::Serve, &vars, fresh.path()).await?;
     let base = serve.url("");
     let idle = serve.peak_rss_mib()?;
     let http = load::client(64)?;
     load::file_requests(&http, &base, &numbers[..warmup], &fixture.tokens, 4).await?;
+    emails_sent(&pool).await?;
 
     let mut throughputs = Vec::new();
     for (i, clients) in LEVELS.into_iter().enumerate() {
@@ -48,6 +51,9 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
         eprintln!("  {label}: filing {per_level} requests with {clients} clients");
         let before = cpu::sample(&[serve.pid]);
         let outcome = load::file_requests(&http, &base, slice, &fixture.tokens, clients).await?;
+        // Each level starts with the emails of the earlier ones sent, and its CPU
+        // per filing includes sending the filing's own two.
+        emails_sent(&pool).await?;
         let usage = before.until(&cpu::sample(&[serve.pid]), slice.len());
         let rps = outcome.per_second();
         throughputs.push((clients, rps));
@@ -96,9 +102,30 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
     );
     let errors = serve.logged_errors();
     serve.stop().await?;
+    pool.close().await;
     fixture.tokens.clear();
     if !errors.is_empty() {
         anyhow::bail!("serve logged errors:\n{}", errors.join("\n"));
     }
     Ok(throughputs)
+}
+
+/// Waits until `serve`'s worker has sent every email queued so far.
+async fn emails_sent(pool: &Pool) -> Result<()> {
+    const UNSENT: &str = "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')";
+    let within = Duration::from_secs(300);
+    let deadline = Instant::now() + within;
+    loop {
+        let unsent: i64 = match pool {
+            Pool::Sqlite(p) => sqlx::query_scalar(UNSENT).fetch_one(p).await?,
+            Pool::Postgres(p) => sqlx::query_scalar(UNSENT).fetch_one(p).await?,
+        };
+        if unsent == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{unsent} emails still unsent after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
