@@ -222,7 +222,11 @@ impl WriteGate {
     /// moment it frees.
     pub(crate) async fn turn(&self) -> WriteTurn {
         match &*self.0 {
-            Gate::Sqlite { queue, .. } => queue.foreground().await.on(self.sqlite_writer()),
+            Gate::Sqlite {
+                writer,
+                pool,
+                queue,
+            } => queue.foreground().await.on(sqlite_writer(writer, pool)),
             Gate::Postgres(db) => WriteTurn::unqueued(db),
         }
     }
@@ -232,26 +236,31 @@ impl WriteGate {
     /// PostgreSQL, where writers do not share one lock).
     pub(crate) async fn background_turn(&self) -> WriteTurn {
         match &*self.0 {
-            Gate::Sqlite { queue, .. } => queue.background().await.on(self.sqlite_writer()),
+            Gate::Sqlite {
+                writer,
+                pool,
+                queue,
+            } => queue.background().await.on(sqlite_writer(writer, pool)),
             Gate::Postgres(db) => WriteTurn::unqueued(db),
         }
     }
+}
 
-    fn sqlite_writer(&self) -> &DatabaseConnection {
-        let Gate::Sqlite { writer, pool, .. } = &*self.0 else {
-            unreachable!("only SQLite has a writer of its own");
-        };
-        writer.get_or_init(|| {
-            let options = (*pool.connect_options())
-                .clone()
-                .pragma("cache_size", (-WRITER_CACHE_KIB).to_string());
-            let writer = SqlitePoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(pool.options().get_acquire_timeout())
-                .connect_lazy_with(options);
-            SqlxSqliteConnector::from_sqlx_sqlite_pool(writer)
-        })
-    }
+/// The SQLite writer, opened on first use like `pool`'s connections but on its own.
+fn sqlite_writer<'a>(
+    writer: &'a OnceLock<DatabaseConnection>,
+    pool: &SqlitePool,
+) -> &'a DatabaseConnection {
+    writer.get_or_init(|| {
+        let options = (*pool.connect_options())
+            .clone()
+            .pragma("cache_size", (-WRITER_CACHE_KIB).to_string());
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with(options);
+        SqlxSqliteConnector::from_sqlx_sqlite_pool(writer)
+    })
 }
 
 /// The queue of this process's SQLite writers.
