@@ -194,13 +194,7 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
 async fn groups_look_their_ids_up_rather_than_walk_a_status(app: TestApp) {
     if app.backend() == releasedesk_store::Backend::Postgres {
         let account = app.customer().await.account_id;
-        app.execute(&format!(
-            "INSERT INTO phone_numbers (id, e164, account_id, status, purchased_at, billing_cycle_started_at, \
-             monthly_price_minor, currency, created_at, updated_at) \
-             SELECT gen_random_uuid(), '+1666' || lpad(i::text, 7, '0'), '{account}', 'active', now(), now(), 115, 'USD', now(), now() \
-             FROM generate_series(1, 50000) AS i"
-        ))
-        .await;
+        app.bulk_numbers_postgres(account, 50000).await;
         app.execute(
             "INSERT INTO release_requests (id, account_id, phone_number_id, phone_number, reason, status, \
              requested_at, requested_by, early_termination_fee_minor, currency, version, updated_at) \

@@ -626,13 +626,7 @@ async fn queue_is_served_by_the_status_index(app: TestApp) {
         // PostgreSQL plans by statistics: give it a realistic mix first, many
         // decided requests and thousands pending (one per number).
         let account = acme.account_id;
-        app.execute(&format!(
-            "INSERT INTO phone_numbers (id, e164, account_id, status, purchased_at, billing_cycle_started_at, \
-             monthly_price_minor, currency, created_at, updated_at) \
-             SELECT gen_random_uuid(), '+1666' || lpad(i::text, 7, '0'), '{account}', 'active', now(), now(), 115, 'USD', now(), now() \
-             FROM generate_series(1, 5000) AS i"
-        ))
-        .await;
+        app.bulk_numbers_postgres(account, 5000).await;
         let columns = "id, account_id, phone_number_id, phone_number, reason, status, requested_at, requested_by, \
                        early_termination_fee_minor, currency, version, updated_at";
         app.execute(&format!(

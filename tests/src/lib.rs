@@ -376,6 +376,18 @@ impl TestApp {
         .expect("statement");
     }
 
+    /// PostgreSQL only: `count` active numbers of `account_id` in one statement,
+    /// `+1666` and seven digits from 1 up, for tests that need a realistic table.
+    pub async fn bulk_numbers_postgres(&self, account_id: Uuid, count: u32) {
+        self.execute(&format!(
+            "INSERT INTO phone_numbers (id, e164, account_id, status, purchased_at, billing_cycle_started_at, \
+             monthly_price_minor, currency, created_at, updated_at) \
+             SELECT gen_random_uuid(), '+1666' || lpad(i::text, 7, '0'), '{account_id}', 'active', now(), now(), 115, 'USD', now(), now() \
+             FROM generate_series(1, {count}) AS i"
+        ))
+        .await;
+    }
+
     /// Runs a query that returns one integer (a count), for assertions about rows.
     pub async fn count(&self, sql: &str) -> i64 {
         use releasedesk_store::Pool;
