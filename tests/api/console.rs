@@ -76,7 +76,7 @@ async fn reviewer_signs_in_approves_one_request_and_cancels_another() {
         .send_keys("rd_staff_wrong")
         .await
         .unwrap();
-    find(&browser, "#sign-in").await.click().await.unwrap();
+    submit(&browser, "#sign-in", ".flash.error").await;
     assert!(
         text(&browser, ".flash.error")
             .await
