@@ -1,9 +1,12 @@
 //! A fresh database per run: a temporary SQLite file, or a PostgreSQL database
 //! `releasedesk_bench_<uuid>` that is dropped afterwards.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use releasedesk_store::{Backend, DbOptions, Pool};
 use sqlx::{Connection, PgConnection};
 
@@ -183,6 +186,28 @@ pub async fn scalar(pool: &Pool, sql: &str) -> Result<i64> {
         Pool::Postgres(p) => sqlx::query_scalar::<_, i64>(safe(sql)).fetch_one(p).await?,
     };
     Ok(value)
+}
+
+/// Polls `sql` (one integer) every `every` until `done` holds of its value, which
+/// it returns; an error if that takes longer than `within`.
+pub async fn poll_scalar(
+    pool: &Pool,
+    sql: &str,
+    every: Duration,
+    within: Duration,
+    done: impl Fn(i64) -> bool,
+) -> Result<i64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = scalar(pool, sql).await?;
+        if done(value) {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("{value} after {within:?}: {sql}");
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// One text value.

@@ -221,29 +221,44 @@ impl WriteGate {
     /// queue would meet the lock in SQLite's busy handler, sleeping past the
     /// moment it frees.
     pub(crate) async fn turn(&self) -> WriteTurn {
-        match &*self.0 {
-            Gate::Sqlite {
-                writer,
-                pool,
-                queue,
-            } => queue.foreground().await.on(sqlite_writer(writer, pool)),
-            Gate::Postgres(db) => WriteTurn::unqueued(db),
-        }
+        self.take(Class::Foreground).await
     }
 
     /// A background writer's turn: after the foreground writers waiting now and
     /// any that arrive meanwhile, for at most [`MAX_DEFERRAL`] (at once on
     /// PostgreSQL, where writers do not share one lock).
     pub(crate) async fn background_turn(&self) -> WriteTurn {
+        self.take(Class::Background).await
+    }
+
+    async fn take(&self, class: Class) -> WriteTurn {
         match &*self.0 {
             Gate::Sqlite {
                 writer,
                 pool,
                 queue,
-            } => queue.background().await.on(sqlite_writer(writer, pool)),
-            Gate::Postgres(db) => WriteTurn::unqueued(db),
+            } => {
+                let place = match class {
+                    Class::Foreground => queue.foreground().await,
+                    Class::Background => queue.background().await,
+                };
+                WriteTurn {
+                    db: sqlite_writer(writer, pool).clone(),
+                    _place: Some(place),
+                }
+            }
+            Gate::Postgres(db) => WriteTurn {
+                db: db.clone(),
+                _place: None,
+            },
         }
     }
+}
+
+/// The two classes of writers (see [`WriteQueue`]).
+enum Class {
+    Foreground,
+    Background,
 }
 
 /// The SQLite writer, opened on first use like `pool`'s connections but on its own.
@@ -292,8 +307,8 @@ impl WriteQueue {
         // Counted from here, also if the caller gives up while waiting.
         let foreground = Foreground(self.0.clone());
         Place {
-            guard: self.0.lock.clone().lock_owned().await,
-            foreground: Some(foreground),
+            _guard: self.0.lock.clone().lock_owned().await,
+            _foreground: Some(foreground),
         }
     }
 
@@ -309,8 +324,8 @@ impl WriteQueue {
             }
         }
         Place {
-            guard: state.lock.clone().lock_owned().await,
-            foreground: None,
+            _guard: state.lock.clone().lock_owned().await,
+            _foreground: None,
         }
     }
 }
@@ -327,20 +342,11 @@ impl Drop for Foreground {
     }
 }
 
-/// A writer's place at the head of the queue.
+/// A writer's place at the head of the queue, held until its turn ends.
 struct Place {
-    guard: tokio::sync::OwnedMutexGuard<()>,
-    foreground: Option<Foreground>,
-}
-
-impl Place {
-    fn on(self, db: &DatabaseConnection) -> WriteTurn {
-        WriteTurn {
-            db: db.clone(),
-            _guard: Some(self.guard),
-            _foreground: self.foreground,
-        }
-    }
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    // Dropped after the guard: the lock is free before background writers hear of it.
+    _foreground: Option<Foreground>,
 }
 
 /// A writer's turn, and the connection to write on; the next writer goes when
@@ -348,20 +354,11 @@ impl Place {
 #[must_use = "the turn must be held until the transaction commits or rolls back"]
 pub(crate) struct WriteTurn {
     db: DatabaseConnection,
-    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    // Dropped after the guard: the lock is free before background writers hear of it.
-    _foreground: Option<Foreground>,
+    /// On SQLite, this writer's place in the queue.
+    _place: Option<Place>,
 }
 
 impl WriteTurn {
-    fn unqueued(db: &DatabaseConnection) -> Self {
-        Self {
-            db: db.clone(),
-            _guard: None,
-            _foreground: None,
-        }
-    }
-
     /// The connection to write on during this turn.
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.db

@@ -1,14 +1,14 @@
 //! Stage 1 and 4: filing over HTTP through `serve` at 1, 8 and 32 clients, and
 //! the peak memory of that `serve` idle and after the load.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use releasedesk_store::Pool;
 
 use crate::{
     Ctx, cpu,
-    db::{Db, FreshDb},
+    db::{self, Db, FreshDb},
     load,
     process::{self, Role, Service},
     report::{Bound, Report, Row, Target},
@@ -113,19 +113,7 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
 /// Waits until `serve`'s worker has sent every email queued so far.
 async fn emails_sent(pool: &Pool) -> Result<()> {
     const UNSENT: &str = "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')";
-    let within = Duration::from_secs(300);
-    let deadline = Instant::now() + within;
-    loop {
-        let unsent: i64 = match pool {
-            Pool::Sqlite(p) => sqlx::query_scalar(UNSENT).fetch_one(p).await?,
-            Pool::Postgres(p) => sqlx::query_scalar(UNSENT).fetch_one(p).await?,
-        };
-        if unsent == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{unsent} emails still unsent after {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (every, within) = (Duration::from_millis(20), Duration::from_secs(300));
+    db::poll_scalar(pool, UNSENT, every, within, |unsent| unsent == 0).await?;
+    Ok(())
 }

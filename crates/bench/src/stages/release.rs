@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     Ctx, cpu,
-    db::{Db, FreshDb, scalar},
+    db::{Db, FreshDb, poll_scalar},
     load::{self, Latencies},
     process::{self, Role, Service},
     report::Report,
@@ -183,17 +183,16 @@ async fn measure_drain(
     let count_sql = format!(
         "SELECT count(*) FROM release_requests WHERE status = 'released' AND reason = '{REASON}'"
     );
-    let deadline = Instant::now() + Duration::from_secs(120 + n as u64 / 20);
-    loop {
-        let released = scalar(&pool, &count_sql).await?;
-        if released >= i64::try_from(n)? {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("{released} of {n} released before the deadline");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let within = Duration::from_secs(120 + n as u64 / 20);
+    let n_released = i64::try_from(n)?;
+    poll_scalar(
+        &pool,
+        &count_sql,
+        Duration::from_millis(50),
+        within,
+        |released| released >= n_released,
+    )
+    .await?;
     let pids: Vec<u32> = running.iter().map(|s| s.pid).collect();
     let usage = before.until(&cpu::sample(&pids), n);
     let last = last_released(&pool).await?;
