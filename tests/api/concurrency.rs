@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use releasedesk_store::FILING_BATCH_METRIC;
+use releasedesk_store::{FILING_BATCH_METRIC, TOKEN_LOOKUP_BATCH_METRIC, TokenRef};
 use releasedesk_tests::{TestApp, assert_error, backend_tests};
 use reqwest::StatusCode;
 
@@ -15,6 +15,67 @@ backend_tests!(
     filings_that_wait_together_commit_together_each_with_its_own_answer,
     groups_look_their_ids_up_rather_than_walk_a_status,
 );
+
+/// On a current-thread runtime every look-up below is queued before the reader
+/// task runs, so how they group does not depend on timing.
+mod token_lookups_that_arrive_together_share_one_statement {
+    use releasedesk_tests::TestApp;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite() {
+        super::token_lookups_share_one_statement(TestApp::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn postgres() {
+        if let Some(app) = TestApp::postgres().await {
+            super::token_lookups_share_one_statement(app).await;
+        }
+    }
+}
+
+/// Concurrent customer token look-ups are answered by one statement, and each
+/// caller still gets its own token's account: another account's tokens, a
+/// revoked token and an unknown one in the same statement change nothing for
+/// the others.
+async fn token_lookups_share_one_statement(app: TestApp) {
+    let acme = app.customer().await;
+    let globex = app.customer().await;
+    let revoked = app.store.create_token(acme.account_id).await.unwrap();
+    app.store
+        .revoke_token(TokenRef::Id(revoked.id))
+        .await
+        .unwrap();
+    let unknown = format!("rd_live_{}", "x".repeat(43));
+    let cases: Vec<(&str, Option<uuid::Uuid>)> = (0..10)
+        .flat_map(|_| {
+            [
+                (acme.token.as_str(), Some(acme.account_id)),
+                (globex.token.as_str(), Some(globex.account_id)),
+                (revoked.token.as_str(), None),
+                (unknown.as_str(), None),
+            ]
+        })
+        .collect();
+    let before = Committed::now(&app, TOKEN_LOOKUP_BATCH_METRIC).await;
+
+    let answers = join_all(
+        cases
+            .iter()
+            .map(|(token, _)| app.store.authenticate_customer(token)),
+    )
+    .await;
+
+    for ((token, expected), answer) in cases.iter().zip(answers) {
+        let account = answer.unwrap().map(|principal| principal.account_id);
+        assert_eq!(account, *expected, "token {token}");
+    }
+    before.assert_since(
+        Committed::now(&app, TOKEN_LOOKUP_BATCH_METRIC).await,
+        cases.len(),
+        1.0,
+    );
+}
 
 async fn thirty_concurrent_duplicate_requests_give_exactly_one_201(app: TestApp) {
     let acme = app.customer().await;

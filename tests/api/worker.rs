@@ -21,6 +21,7 @@ backend_tests!(
     with_the_local_carrier_a_lapsed_lease_is_taken_over_and_finished,
     a_batch_of_emails_larger_than_one_flush_is_sent_once_and_all_marked,
     with_the_local_carrier_releases_that_wait_together_commit_together_each_with_its_own_answer,
+    a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job,
 );
 
 const PAST: &str = "2000-01-01T00:00:00+00:00";
@@ -679,4 +680,56 @@ async fn with_the_local_carrier_releases_that_wait_together_commit_together_each
             owner.email
         );
     }
+}
+
+/// A running worker claims the emails of a stream of filings (each its own
+/// commit) together after its linger, not one claim per commit; a job written
+/// meanwhile ends the linger at once. Polls and the linger are set far beyond
+/// the test's waits, so only the job can have woken the worker: the rows one
+/// claim took share its lease deadline (`next_attempt_at`).
+async fn a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job(app: TestApp) {
+    let acme = app.customer().await;
+    let riley = app.reviewer("Riley").await;
+    let mut config = app.worker_config();
+    config.poll_interval = Duration::from_secs(600);
+    config.email_linger = Duration::from_secs(600);
+    let (mailer, _) = releasedesk_worker::mail::Mailer::memory();
+    let carrier = Arc::new(releasedesk_worker::carrier::LocalCarrier);
+    let worker = releasedesk_worker::Worker::new(app.store.clone(), mailer, carrier, config);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stopped));
+
+    let mut filed = Vec::new();
+    for _ in 0..10 {
+        let number = app.number(&acme).await;
+        filed.push(app.file_request(&acme, number).await);
+    }
+    let id = filed[0]["id"].as_str().unwrap();
+    app.approve(&riley, id, None).await;
+
+    releasedesk_tests::eventually("the release", Duration::from_secs(20), async || {
+        (request_status(&app, &acme, id).await == "released").then_some(())
+    })
+    .await;
+    const FILED: &str = "topic IN ('request_filed', 'staff_new_request')";
+    releasedesk_tests::eventually("the filed emails", Duration::from_secs(20), async || {
+        let unsent = app
+            .count(&format!(
+                "SELECT COUNT(*) FROM outbox WHERE {FILED} AND status <> 'sent'"
+            ))
+            .await;
+        (unsent == 0).then_some(())
+    })
+    .await;
+    let claims = app
+        .count(&format!(
+            "SELECT COUNT(DISTINCT next_attempt_at) FROM outbox WHERE {FILED}"
+        ))
+        .await;
+    assert!(
+        claims <= 2,
+        "20 emails of 10 filings took {claims} claims (at most the first filing's alone, then the rest)"
+    );
+    stop.send(true).unwrap();
+    running.await.unwrap();
 }

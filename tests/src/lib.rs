@@ -232,9 +232,15 @@ impl TestApp {
         carrier: std::sync::Arc<dyn releasedesk_worker::carrier::Carrier>,
         mailer: releasedesk_worker::mail::Mailer,
     ) -> releasedesk_worker::Worker {
+        releasedesk_worker::Worker::new(self.store.clone(), mailer, carrier, self.worker_config())
+    }
+
+    /// The configuration of [`TestApp::worker`]: quick polls and retries.
+    pub fn worker_config(&self) -> releasedesk_worker::WorkerConfig {
         use std::time::Duration;
-        let config = releasedesk_worker::WorkerConfig {
+        releasedesk_worker::WorkerConfig {
             poll_interval: Duration::from_millis(10),
+            email_linger: releasedesk_worker::EMAIL_LINGER,
             sweep_interval: Duration::from_secs(3600),
             batch_size: 100,
             lease: Duration::from_secs(30),
@@ -246,8 +252,7 @@ impl TestApp {
             mail: releasedesk_worker::mail::MailContext {
                 public_url: self.base_url.clone(),
             },
-        };
-        releasedesk_worker::Worker::new(self.store.clone(), mailer, carrier, config)
+        }
     }
 
     /// Files and approves a release of a fresh number; returns (number, request id).

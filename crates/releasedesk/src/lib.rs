@@ -68,6 +68,7 @@ pub fn build_worker(settings: &Settings, store: Store) -> Result<Worker, Startup
     let w = &settings.worker;
     let config = WorkerConfig {
         poll_interval: w.poll_interval,
+        email_linger: releasedesk_worker::EMAIL_LINGER,
         sweep_interval: w.sweep_interval,
         batch_size: w.batch_size,
         lease: w.lease,

@@ -89,6 +89,10 @@ fn describe() {
         releasedesk_store::RELEASE_BATCH_METRIC,
         "Releases carried out per write transaction (with the local carrier, concurrent jobs commit together)"
     );
+    metrics::describe_histogram!(
+        releasedesk_store::TOKEN_LOOKUP_BATCH_METRIC,
+        "Customer tokens looked up per statement (concurrent requests share one)"
+    );
     metrics::describe_counter!(
         releasedesk_worker::JOBS_METRIC,
         "Jobs run by this process, by job and outcome"

@@ -1,5 +1,7 @@
 //! Accounts, API tokens and staff: creation (admin CLI, demo) and authentication.
 
+use std::collections::HashMap;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use releasedesk_domain::{DomainError, EmailAddress, time::now};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
@@ -11,6 +13,7 @@ use crate::{
     Store, StoreError,
     entity::{account, api_token, staff},
     error::is_unique_violation,
+    group::Group,
 };
 
 const CUSTOMER_TOKEN_PREFIX: &str = "rd_live_";
@@ -357,6 +360,10 @@ impl Store {
     }
 
     /// The account behind a customer token, if the token is known and not revoked.
+    ///
+    /// Every API request asks this first, so concurrent look-ups share one
+    /// statement (see `group`): a revocation committed before the request
+    /// arrived is always seen.
     pub async fn authenticate_customer(
         &self,
         token: &str,
@@ -364,19 +371,56 @@ impl Store {
         if !token.starts_with(CUSTOMER_TOKEN_PREFIX) {
             return Ok(None);
         }
-        let row: Option<(Uuid, Uuid)> = api_token::Entity::find()
+        self.groups
+            .customer_tokens
+            .submit(hash_token(token), || CustomerTokens(self.detached()))
+            .await
+    }
+}
+
+/// The metric with the number of customer tokens looked up per statement.
+pub const TOKEN_LOOKUP_BATCH_METRIC: &str = "releasedesk_token_lookup_batch_size";
+
+/// This process's customer token look-ups: requests are token hashes.
+pub(crate) struct CustomerTokens(pub(crate) Store);
+
+impl Group for CustomerTokens {
+    type Request = String;
+    type Answer = Option<CustomerPrincipal>;
+    const NAME: &'static str = "token look-up";
+    /// 128 hashes are far below either database's limit on bound parameters.
+    const MAX: usize = 128;
+    const METRIC: &'static str = TOKEN_LOOKUP_BATCH_METRIC;
+
+    async fn perform(
+        &self,
+        hashes: &[String],
+    ) -> Result<Vec<Result<Self::Answer, StoreError>>, StoreError> {
+        let found: HashMap<String, CustomerPrincipal> = api_token::Entity::find()
             .select_only()
+            .column(api_token::Column::TokenHash)
             .column(api_token::Column::Id)
             .column(api_token::Column::AccountId)
-            .filter(api_token::Column::TokenHash.eq(hash_token(token)))
+            .filter(api_token::Column::TokenHash.is_in(hashes.iter().map(String::as_str)))
             .filter(api_token::Column::RevokedAt.is_null())
-            .into_tuple()
-            .one(&self.db)
-            .await?;
-        Ok(row.map(|(token_id, account_id)| CustomerPrincipal {
-            account_id,
-            token_id,
-        }))
+            .into_tuple::<(String, Uuid, Uuid)>()
+            .all(&self.0.db)
+            .await?
+            .into_iter()
+            .map(|(hash, token_id, account_id)| {
+                (
+                    hash,
+                    CustomerPrincipal {
+                        account_id,
+                        token_id,
+                    },
+                )
+            })
+            .collect();
+        Ok(hashes
+            .iter()
+            .map(|hash| Ok(found.get(hash).copied()))
+            .collect())
     }
 }
 

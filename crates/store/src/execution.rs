@@ -90,7 +90,7 @@ impl Store {
     /// It commits together with the other releases waiting at that moment (a
     /// worker runs a whole fetched batch of jobs at once; see `group`).
     pub async fn release_at_once(&self, request_id: Uuid) -> Result<Begin, StoreError> {
-        self.writers
+        self.groups
             .releases
             .submit(request_id, || Releases(self.detached()))
             .await
@@ -179,7 +179,7 @@ impl Store {
         }
         txn.commit().await?;
         if !works.is_empty() {
-            self.wake_workers();
+            self.wake_mailer();
         }
         Ok(outcomes)
     }
@@ -199,7 +199,7 @@ impl Group for Releases {
     const MAX: usize = 128;
     const METRIC: &'static str = RELEASE_BATCH_METRIC;
 
-    async fn write(
+    async fn perform(
         &self,
         request_ids: &[Uuid],
     ) -> Result<Vec<Result<Begin, StoreError>>, StoreError> {
@@ -482,7 +482,7 @@ impl Store {
         let finished = finish(self, &txn, request_id, now()).await?;
         txn.commit().await?;
         if finished {
-            self.wake_workers();
+            self.wake_mailer();
         }
         Ok(())
     }
@@ -546,7 +546,7 @@ impl Store {
         };
         outbox::queue_email(&txn, email, at).await?;
         txn.commit().await?;
-        self.wake_workers();
+        self.wake_mailer();
         Ok(())
     }
 

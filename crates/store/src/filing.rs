@@ -58,7 +58,7 @@ impl Group for Filings {
     const MAX: usize = 64;
     const METRIC: &'static str = FILING_BATCH_METRIC;
 
-    async fn write(&self, filings: &[Filing]) -> Result<Vec<Outcome>, StoreError> {
+    async fn perform(&self, filings: &[Filing]) -> Result<Vec<Outcome>, StoreError> {
         self.0.file_together(filings).await
     }
 }
@@ -85,7 +85,7 @@ impl Store {
             reason,
             actor,
         };
-        self.writers
+        self.groups
             .filings
             .submit(filing, || Filings(self.detached()))
             .await
@@ -206,7 +206,7 @@ impl Store {
         }
         txn.commit().await?;
         if outcomes.iter().any(Result::is_ok) {
-            self.wake_workers();
+            self.wake_mailer();
         }
         Ok(outcomes)
     }

@@ -1,5 +1,7 @@
 //! Group commit: one writer task per process and kind of write, which takes
-//! every request waiting and commits them in one transaction.
+//! every request waiting and commits them in one transaction. Reads that every
+//! request makes (the token look-up) are grouped the same way: one statement
+//! for every caller waiting instead of a round trip each.
 //!
 //! Run one by one, a burst of small write transactions queues on commits: on
 //! SQLite each holds the single write lock for all its statements, on
@@ -33,9 +35,10 @@ pub(crate) trait Group: Send + Sync + 'static {
     /// The histogram of requests per transaction.
     const METRIC: &'static str;
 
-    /// Writes `requests` in one transaction. `Ok` holds each request's own
-    /// answer, refusals included, in order; `Err` means nothing was written.
-    fn write(
+    /// Writes `requests` in one transaction (or, for a read, answers them with
+    /// one statement). `Ok` holds each request's own answer, refusals included,
+    /// in order; `Err` means nothing was written.
+    fn perform(
         &self,
         requests: &[Self::Request],
     ) -> impl Future<Output = Result<Vec<Result<Self::Answer, StoreError>>, StoreError>> + Send;
@@ -137,7 +140,7 @@ async fn written<G: Group>(
     group: &G,
     requests: &[G::Request],
 ) -> Result<Vec<Result<G::Answer, StoreError>>, StoreError> {
-    let outcomes = group.write(requests).await?;
+    let outcomes = group.perform(requests).await?;
     metrics::histogram!(G::METRIC).record(requests.len() as f64);
     Ok(outcomes)
 }

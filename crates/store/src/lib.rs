@@ -35,7 +35,7 @@ use sea_orm::DatabaseConnection;
 
 pub use accounts::{
     CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, Principal, RevokedToken,
-    StaffPrincipal, StaffRole, TokenRef,
+    StaffPrincipal, StaffRole, TOKEN_LOOKUP_BATCH_METRIC, TokenRef,
 };
 pub use agents::{AgentPatch, AgentView, NewAgent};
 pub use db::{Backend, DbOptions, Pool, connect};
@@ -57,6 +57,15 @@ pub use review::{
 };
 pub use stats::QueueStats;
 
+/// What new outbox rows a commit left, as [`Store::outbox_written`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Jobs, perhaps with emails.
+    Jobs,
+    /// Emails, which nobody waits on: a dispatcher may let them gather.
+    EmailsOnly,
+}
+
 /// Settings the operations need besides the database.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -73,20 +82,33 @@ pub struct Store {
     settings: Arc<StoreSettings>,
     /// Signalled after a commit that wrote outbox rows, so a worker in the same
     /// process starts at once instead of at its next poll.
-    outbox_written: Arc<tokio::sync::Notify>,
+    outbox_written: Arc<OutboxSignals>,
     /// Set once every migration was seen applied.
     migrations_current: Arc<std::sync::atomic::AtomicBool>,
     /// Queues this process's SQLite writers (see [`db::begin_write`]).
     write_gate: db::WriteGate,
-    /// The ways to this process's group-commit writers (see `group`).
-    writers: Arc<Writers>,
+    /// The ways to this process's group-commit writers and grouped reads (see
+    /// `group`).
+    groups: Arc<Groups>,
 }
 
-/// This process's group-commit writers, one per kind of write.
+/// What a commit of this process left in the outbox (a permit is kept while
+/// nobody waits, so a signal between two waits is not lost).
 #[derive(Default)]
-struct Writers {
+struct OutboxSignals {
+    /// Jobs, perhaps with emails: someone may be waiting on them.
+    jobs: tokio::sync::Notify,
+    /// Emails only: nobody waits on them.
+    emails: tokio::sync::Notify,
+}
+
+/// This process's group-commit writers, one per kind of write, and its grouped
+/// token look-ups.
+#[derive(Default)]
+struct Groups {
     filings: group::GroupQueue<filing::Filings>,
     releases: group::GroupQueue<execution::Releases>,
+    customer_tokens: group::GroupQueue<accounts::CustomerTokens>,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,31 +126,48 @@ impl Store {
             db: pool.sea_orm(),
             pool,
             settings: Arc::new(settings),
-            outbox_written: Arc::new(tokio::sync::Notify::new()),
+            outbox_written: Arc::default(),
             migrations_current: Arc::default(),
             write_gate,
-            writers: Arc::default(),
+            groups: Arc::default(),
         }
     }
 
-    /// This store for a group-commit writer: with writers of its own, never
+    /// This store for a group-commit writer: with groups of its own, never
     /// started, because holding this one's would keep their queues (and the
     /// writers) alive after the last caller's store is gone.
     fn detached(&self) -> Store {
         Store {
-            writers: Arc::default(),
+            groups: Arc::default(),
             ..self.clone()
         }
     }
 
     /// Resolves when this process commits new outbox rows (a permit is kept if
-    /// nobody is waiting, so a signal between two waits is not lost).
-    pub async fn outbox_written(&self) {
-        self.outbox_written.notified().await;
+    /// nobody is waiting, so a signal between two waits is not lost): jobs
+    /// before emails, when both were written.
+    pub async fn outbox_written(&self) -> Written {
+        tokio::select! {
+            biased;
+            () = self.outbox_written.jobs.notified() => Written::Jobs,
+            () = self.outbox_written.emails.notified() => Written::EmailsOnly,
+        }
     }
 
+    /// Resolves when this process commits new job rows (on PostgreSQL, any
+    /// process: see [`Store::relay_outbox_notifications`]).
+    pub async fn jobs_written(&self) {
+        self.outbox_written.jobs.notified().await;
+    }
+
+    /// After a commit that wrote jobs (and maybe emails).
     pub(crate) fn wake_workers(&self) {
-        self.outbox_written.notify_one();
+        self.outbox_written.jobs.notify_one();
+    }
+
+    /// After a commit that wrote emails and no job.
+    pub(crate) fn wake_mailer(&self) {
+        self.outbox_written.emails.notify_one();
     }
 
     /// On PostgreSQL, relays the database's outbox notifications (every commit

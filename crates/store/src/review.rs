@@ -545,7 +545,7 @@ impl Store {
             .await?;
         let detail = detail_on(&txn, request_id).await?;
         txn.commit().await?;
-        self.wake_workers();
+        self.wake_mailer();
         Ok(detail)
     }
 
