@@ -2,6 +2,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: less CPU per request than glibc's allocator under load (see
+/// docs/BENCHMARKS.md), for a larger peak RSS.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = releasedesk::cli::Cli::parse();
