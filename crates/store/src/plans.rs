@@ -11,7 +11,8 @@ use crate::{Backend, Store, StoreError, execution, filing};
 /// the table: what a group of filings and a group of releases look up.
 #[derive(Debug, Clone)]
 pub struct GroupPlans {
-    /// Which of the group's numbers already have an open request.
+    /// The group's numbers, with their owner and whether each is in use or
+    /// has an open request.
     pub open_requests: Vec<String>,
     /// The guarded UPDATE that takes the group's requests for release.
     pub take_releases: Vec<String>,
@@ -22,7 +23,7 @@ impl Store {
     pub async fn group_plans(&self, size: usize) -> Result<GroupPlans, StoreError> {
         let backend = self.db.get_database_backend();
         let ids: Vec<Uuid> = (0..size).map(|_| releasedesk_domain::new_id()).collect();
-        let open_requests = filing::open_requests_select(&ids).build(backend);
+        let open_requests = filing::candidates_select(&ids).build(backend);
         let take_releases =
             execution::released_together(&ids, releasedesk_domain::time::now()).build(backend);
         Ok(GroupPlans {
