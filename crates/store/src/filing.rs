@@ -4,9 +4,9 @@
 //! agents, the request, its timeline event, two emails). The filing writer
 //! writes every filing waiting with one read (a second only when a number is
 //! in use) and three multi-row INSERTs in one transaction, however many it
-//! holds. Each filing gets the answer it would
-//! have got alone, in queue order: a number filed twice in one group is filed
-//! once, the second gets `RELEASE_ALREADY_PENDING`.
+//! holds. Each filing gets the answer it would have got alone, in queue order:
+//! a number filed twice in one group is filed once, the second gets
+//! `RELEASE_ALREADY_PENDING`.
 
 use std::collections::{HashMap, HashSet};
 

@@ -82,7 +82,7 @@ pub struct Store {
     settings: Arc<StoreSettings>,
     /// Signalled after a commit that wrote outbox rows, so a worker in the same
     /// process starts at once instead of at its next poll.
-    outbox_written: Arc<OutboxSignals>,
+    outbox_signals: Arc<OutboxSignals>,
     /// Set once every migration was seen applied.
     migrations_current: Arc<std::sync::atomic::AtomicBool>,
     /// Queues this process's SQLite writers (see [`db::begin_write`]).
@@ -126,7 +126,7 @@ impl Store {
             db: pool.sea_orm(),
             pool,
             settings: Arc::new(settings),
-            outbox_written: Arc::default(),
+            outbox_signals: Arc::default(),
             migrations_current: Arc::default(),
             write_gate,
             groups: Arc::default(),
@@ -149,25 +149,25 @@ impl Store {
     pub async fn outbox_written(&self) -> Written {
         tokio::select! {
             biased;
-            () = self.outbox_written.jobs.notified() => Written::Jobs,
-            () = self.outbox_written.emails.notified() => Written::EmailsOnly,
+            () = self.outbox_signals.jobs.notified() => Written::Jobs,
+            () = self.outbox_signals.emails.notified() => Written::EmailsOnly,
         }
     }
 
     /// Resolves when this process commits new job rows (on PostgreSQL, any
     /// process: see [`Store::relay_outbox_notifications`]).
     pub async fn jobs_written(&self) {
-        self.outbox_written.jobs.notified().await;
+        self.outbox_signals.jobs.notified().await;
     }
 
     /// After a commit that wrote jobs (and maybe emails).
     pub(crate) fn wake_workers(&self) {
-        self.outbox_written.jobs.notify_one();
+        self.outbox_signals.jobs.notify_one();
     }
 
     /// After a commit that wrote emails and no job.
     pub(crate) fn wake_mailer(&self) {
-        self.outbox_written.emails.notify_one();
+        self.outbox_signals.emails.notify_one();
     }
 
     /// On PostgreSQL, relays the database's outbox notifications (every commit
