@@ -22,6 +22,8 @@ backend_tests!(
     a_batch_of_emails_larger_than_one_flush_is_sent_once_and_all_marked,
     with_the_local_carrier_releases_that_wait_together_commit_together_each_with_its_own_answer,
     a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job,
+    a_process_with_a_dispatcher_writes_its_emails_claimed_and_hands_them_over,
+    emails_claimed_by_a_process_that_died_go_out_from_another_after_the_lease,
 );
 
 const PAST: &str = "2000-01-01T00:00:00+00:00";
@@ -682,11 +684,10 @@ async fn with_the_local_carrier_releases_that_wait_together_commit_together_each
     }
 }
 
-/// A running worker claims the emails of a stream of filings (each its own
-/// commit) together after its linger, not one claim per commit; a job written
+/// A running worker sends the emails of a stream of filings (each its own
+/// commit) together after its linger, not a round per commit; a job written
 /// meanwhile ends the linger at once. Polls and the linger are set far beyond
-/// the test's waits, so only the job can have woken the worker: the rows one
-/// claim took share its lease deadline (`next_attempt_at`).
+/// the test's waits, so only the job can have woken the worker.
 async fn a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job(app: TestApp) {
     let acme = app.customer().await;
     let riley = app.reviewer("Riley").await;
@@ -721,15 +722,86 @@ async fn a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job(app
         (unsent == 0).then_some(())
     })
     .await;
-    let claims = app
+    // Each settlement stamps its batch with one `sent_at`.
+    let batches = app
         .count(&format!(
-            "SELECT COUNT(DISTINCT next_attempt_at) FROM outbox WHERE {FILED}"
+            "SELECT COUNT(DISTINCT sent_at) FROM outbox WHERE {FILED}"
         ))
         .await;
     assert!(
-        claims <= 2,
-        "20 emails of 10 filings took {claims} claims (at most the first filing's alone, then the rest)"
+        batches <= 2,
+        "20 emails of 10 filings went out in {batches} batches (at most the first filing's alone, then the rest)"
     );
     stop.send(true).unwrap();
     running.await.unwrap();
+}
+
+const FILED_EMAILS: &str = "topic IN ('request_filed', 'staff_new_request')";
+
+/// Once this process runs a dispatcher, a filing's emails are written claimed
+/// for it (`sending`, first attempt, under its lease) and handed to it: it sends
+/// them without claiming, and no other process's dispatcher can take them.
+async fn a_process_with_a_dispatcher_writes_its_emails_claimed_and_hands_them_over(app: TestApp) {
+    let acme = app.customer().await;
+    let lease = Duration::from_secs(60);
+    app.store.adopt_new_emails(lease);
+    let number = app.number(&acme).await;
+    app.file_request(&acme, number).await;
+
+    let claimed = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM outbox WHERE {FILED_EMAILS} AND status = 'sending' AND attempts = 1"
+        ))
+        .await;
+    assert_eq!(claimed, 2, "both emails are written claimed");
+    let other = releasedesk::open_store(&app.settings).await.unwrap();
+    let (mailer, elsewhere) = releasedesk_worker::mail::Mailer::memory();
+    let carrier = Arc::new(releasedesk_worker::carrier::LocalCarrier);
+    let other_worker =
+        releasedesk_worker::Worker::new(other, mailer, carrier.clone(), app.worker_config());
+    assert!(
+        other_worker.drain().await.is_idle(),
+        "another process's dispatcher finds them leased"
+    );
+    assert!(elsewhere.sent().is_empty());
+
+    let (worker, mail) = app.worker(carrier);
+    assert_eq!(worker.drain().await.emails, 2, "handed over, not claimed");
+    assert_eq!(mail.sent().len(), 2);
+    let sent = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM outbox WHERE {FILED_EMAILS} AND status = 'sent' AND attempts = 1"
+        ))
+        .await;
+    assert_eq!(sent, 2);
+    assert!(app.store.take_adopted_emails(10).is_empty());
+}
+
+/// A process that wrote emails claimed and died before sending them leaves
+/// rows under its lease; when it runs out another process claims and sends them.
+async fn emails_claimed_by_a_process_that_died_go_out_from_another_after_the_lease(app: TestApp) {
+    let acme = app.customer().await;
+    // A lease that runs out at once: the process is as good as gone.
+    app.store.adopt_new_emails(Duration::ZERO);
+    let number = app.number(&acme).await;
+    app.file_request(&acme, number).await;
+    let claimed = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM outbox WHERE {FILED_EMAILS} AND status = 'sending'"
+        ))
+        .await;
+    assert_eq!(claimed, 2);
+
+    let other = releasedesk::open_store(&app.settings).await.unwrap();
+    let (mailer, mail) = releasedesk_worker::mail::Mailer::memory();
+    let carrier = Arc::new(releasedesk_worker::carrier::LocalCarrier);
+    let worker = releasedesk_worker::Worker::new(other, mailer, carrier, app.worker_config());
+    assert_eq!(worker.drain().await.emails, 2);
+    assert_eq!(mail.sent().len(), 2);
+    let resent = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM outbox WHERE {FILED_EMAILS} AND status = 'sent' AND attempts = 2"
+        ))
+        .await;
+    assert_eq!(resent, 2, "sent on the second attempt");
 }

@@ -25,7 +25,7 @@ use crate::{
     entity::{account, agent_number, phone_number, release_event, release_request, sms_message},
     events,
     group::Group,
-    outbox::{self, Email},
+    outbox::{self, Email, OutboxItem},
     requests::parse_request_status,
 };
 
@@ -171,15 +171,16 @@ impl Store {
             };
             outcomes.push(outcome);
         }
+        let mut claimed = Vec::new();
         if !works.is_empty() {
             release_event::Entity::insert_many(timeline)
                 .exec_without_returning(&txn)
                 .await?;
-            wrap_up(self, &txn, &works, at).await?;
+            claimed = wrap_up(self, &txn, &works, at).await?;
         }
         txn.commit().await?;
         if !works.is_empty() {
-            self.wake_mailer();
+            self.emails_committed(claimed);
         }
         Ok(outcomes)
     }
@@ -322,14 +323,15 @@ async fn take_lease(
     Ok(Begin::Execute(ReleaseWork::from(&row)))
 }
 
-/// `releasing` -> `released`, then [`wrap_up`]. Returns false (and does
-/// nothing) when the request is no longer `releasing`.
+/// `releasing` -> `released`, then [`wrap_up`] (its emails written claimed are
+/// returned). Returns `None` (and does nothing) when the request is no longer
+/// `releasing`.
 async fn finish(
     store: &Store,
     txn: &DatabaseTransaction,
     request_id: Uuid,
     at: DateTime<Utc>,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Vec<OutboxItem>>, StoreError> {
     use release_request::Column;
     let released = release_request::Entity::update_many()
         .col_expr(
@@ -348,25 +350,26 @@ async fn finish(
         .exec_with_returning(txn)
         .await?;
     let Some(row) = released.into_iter().next() else {
-        return Ok(false);
+        return Ok(None);
     };
     let event = events::record(txn, request_id, "released", Actor::System, None, at).await?;
-    wrap_up(store, txn, &[(ReleaseWork::from(&row), event)], at).await?;
-    Ok(true)
+    let claimed = wrap_up(store, txn, &[(ReleaseWork::from(&row), event)], at).await?;
+    Ok(Some(claimed))
 }
 
 /// What follows releases in their transaction, whatever their number, in a
 /// fixed number of statements: the numbers leave their accounts with their
 /// history and configuration, and each customer's email is queued (caused by
-/// the release's `released` event, paired with its work).
+/// the release's `released` event, paired with its work). Returns the emails
+/// written claimed for this process's dispatcher.
 async fn wrap_up(
     store: &Store,
     txn: &DatabaseTransaction,
     released: &[(ReleaseWork, Uuid)],
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<OutboxItem>, StoreError> {
     if released.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let windows = store.policy().windows(at);
     let number_ids = || released.iter().map(|(work, _)| work.phone_number_id);
@@ -457,7 +460,7 @@ async fn wrap_up(
             payload,
         });
     }
-    outbox::queue_emails(txn, emails, at).await
+    outbox::queue_emails(txn, emails, at, store.email_claim()).await
 }
 
 impl Store {
@@ -481,8 +484,8 @@ impl Store {
         let (txn, _turn) = begin_write(&self.write_gate).await?;
         let finished = finish(self, &txn, request_id, now()).await?;
         txn.commit().await?;
-        if finished {
-            self.wake_mailer();
+        if let Some(claimed) = finished {
+            self.emails_committed(claimed);
         }
         Ok(())
     }

@@ -201,6 +201,7 @@ impl Store {
             outcomes.push(Ok(filed));
         }
 
+        let mut claimed = Vec::new();
         if !requests.is_empty() {
             match release_request::Entity::insert_many(requests)
                 .exec_without_returning(&txn)
@@ -216,11 +217,11 @@ impl Store {
                 .exec_without_returning(&txn)
                 .await?;
             // Both emails of every filing, at the moment of the last one.
-            outbox::queue_emails(&txn, emails, now()).await?;
+            claimed = outbox::queue_emails(&txn, emails, now(), self.email_claim()).await?;
         }
         txn.commit().await?;
         if outcomes.iter().any(Result::is_ok) {
-            self.wake_mailer();
+            self.emails_committed(claimed);
         }
         Ok(outcomes)
     }

@@ -83,6 +83,9 @@ pub struct Store {
     /// Signalled after a commit that wrote outbox rows, so a worker in the same
     /// process starts at once instead of at its next poll.
     outbox_signals: Arc<OutboxSignals>,
+    /// Emails written claimed for this process's dispatcher (see
+    /// [`Store::adopt_new_emails`]).
+    adoption: Arc<outbox::Adoption>,
     /// Set once every migration was seen applied.
     migrations_current: Arc<std::sync::atomic::AtomicBool>,
     /// Queues this process's SQLite writers (see [`db::begin_write`]).
@@ -127,6 +130,7 @@ impl Store {
             pool,
             settings: Arc::new(settings),
             outbox_signals: Arc::default(),
+            adoption: Arc::default(),
             migrations_current: Arc::default(),
             write_gate,
             groups: Arc::default(),

@@ -1,6 +1,8 @@
 //! The durable outbox: every email (and, later, every job) is a row here, written in
 //! the transaction of the change that causes it, before anything is sent.
 
+use std::collections::{HashSet, VecDeque};
+
 use chrono::{DateTime, Utc};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, sea_query::OnConflict};
 use uuid::Uuid;
@@ -52,19 +54,23 @@ async fn insert(
     if rows.is_empty() {
         return Ok(());
     }
-    outbox::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::column(outbox::Column::DedupKey)
-                .do_nothing()
-                .to_owned(),
-        )
+    skipping_duplicates(rows)
         .exec_without_returning(txn)
         .await?;
     Ok(())
 }
 
+fn skipping_duplicates(rows: Vec<outbox::ActiveModel>) -> sea_orm::InsertMany<outbox::ActiveModel> {
+    outbox::Entity::insert_many(rows).on_conflict(
+        OnConflict::column(outbox::Column::DedupKey)
+            .do_nothing()
+            .to_owned(),
+    )
+}
+
 /// A new pending row, due at `at`.
 fn pending(
+    id: Uuid,
     kind: &str,
     topic: &str,
     recipient: Option<&str>,
@@ -73,7 +79,7 @@ fn pending(
     at: DateTime<Utc>,
 ) -> outbox::ActiveModel {
     outbox::ActiveModel {
-        id: Set(releasedesk_domain::new_id()),
+        id: Set(id),
         kind: Set(kind.into()),
         topic: Set(topic.into()),
         recipient: Set(recipient.map(str::to_owned)),
@@ -98,7 +104,8 @@ pub(crate) async fn queue_job(
     payload: serde_json::Value,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let row = pending(JOB, job, None, payload, format!("{job}:{key}"), at);
+    let id = releasedesk_domain::new_id();
+    let row = pending(id, JOB, job, None, payload, format!("{job}:{key}"), at);
     insert(txn, vec![row]).await
 }
 
@@ -107,31 +114,113 @@ pub(crate) async fn queue_email(
     email: Email<'_>,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    queue_emails(txn, vec![email], at).await
+    queue_emails(txn, vec![email], at, None).await?;
+    Ok(())
 }
 
-/// Queues several emails in one statement.
+/// Queues several emails in one statement. With `claim` (this process runs a
+/// dispatcher with room for them: [`Store::email_claim`]) they are written
+/// claimed by it, `sending` under its lease, and returned to be handed over
+/// after the commit ([`Store::emails_committed`]): the dispatcher then sends
+/// them without a claim of its own, one write per email fewer. Rows whose
+/// dedup key exists are skipped, and not returned.
 pub(crate) async fn queue_emails(
     txn: &impl ConnectionTrait,
     emails: Vec<Email<'_>>,
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let rows = emails
+    claim: Option<std::time::Duration>,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    let mut items: Vec<OutboxItem> = emails
         .into_iter()
-        .map(|email| {
-            let dedup_key = format!("{}:{}:{}", email.event_id, email.template, email.to);
-            pending(
-                EMAIL,
-                email.template,
-                Some(email.to),
-                email.payload,
-                dedup_key,
-                at,
-            )
+        .map(|email| OutboxItem {
+            id: releasedesk_domain::new_id(),
+            topic: email.template.into(),
+            recipient: Some(email.to.into()),
+            dedup_key: format!("{}:{}:{}", email.event_id, email.template, email.to),
+            payload: email.payload,
+            attempts: 0,
         })
         .collect();
-    insert(txn, rows).await
+    let Some(lease) = claim else {
+        let rows = items
+            .into_iter()
+            .map(|item| email_row(item, OutboxStatus::Pending, at, at));
+        insert(txn, rows.collect()).await?;
+        return Ok(Vec::new());
+    };
+    if items.is_empty() {
+        return Ok(items);
+    }
+    for item in &mut items {
+        item.attempts = 1;
+    }
+    let until = at + delta(lease);
+    let rows = items
+        .iter()
+        .cloned()
+        .map(|item| email_row(item, OutboxStatus::Sending, until, at));
+    let inserted: HashSet<Uuid> = skipping_duplicates(rows.collect())
+        .exec_with_returning_keys(txn)
+        .await?
+        .into_iter()
+        .collect();
+    items.retain(|item| inserted.contains(&item.id));
+    Ok(items)
 }
+
+/// The row of a new email: `pending` and due at `next_attempt_at`, or
+/// `sending` (claimed) until then.
+fn email_row(
+    item: OutboxItem,
+    status: OutboxStatus,
+    next_attempt_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> outbox::ActiveModel {
+    outbox::ActiveModel {
+        status: Set(status.as_str().into()),
+        attempts: Set(item.attempts),
+        next_attempt_at: Set(next_attempt_at),
+        ..pending(
+            item.id,
+            EMAIL,
+            &item.topic,
+            item.recipient.as_deref(),
+            item.payload,
+            item.dedup_key,
+            at,
+        )
+    }
+}
+
+/// Emails written claimed for this process's dispatcher and not yet taken by it
+/// (see [`queue_emails`]).
+#[derive(Default)]
+pub(crate) struct Adoption {
+    /// The dispatcher's lease, once one runs in this process.
+    lease: std::sync::OnceLock<std::time::Duration>,
+    waiting: std::sync::Mutex<VecDeque<OutboxItem>>,
+}
+
+impl Adoption {
+    /// The lease new emails are written under, while there is room.
+    fn claim(&self) -> Option<std::time::Duration> {
+        let lease = *self.lease.get()?;
+        (self.waiting().len() < ADOPTED_AT_MOST).then_some(lease)
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<OutboxItem>> {
+        // Nothing panics while holding it; a poisoned queue is still whole.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Emails waiting in memory for this process's dispatcher, at most: beyond,
+/// new ones are written `pending` for any dispatcher to claim, so a slow
+/// sender neither holds an unbounded backlog in memory nor lets leases run
+/// out on emails it has not reached.
+const ADOPTED_AT_MOST: usize = 1_000;
 
 /// Rows not yet delivered (pending, or claimed and maybe abandoned), spelled
 /// as the partial index `idx_outbox_undelivered` spells it.
@@ -174,6 +263,38 @@ fn delta(duration: std::time::Duration) -> chrono::TimeDelta {
 }
 
 impl crate::Store {
+    /// This process runs an email dispatcher with `lease`: from now on the
+    /// emails that filings and releases write are claimed for it as they are
+    /// written (see [`queue_emails`]) and wait for it in
+    /// [`Store::take_adopted_emails`]. Rows it never reaches (it died) go back
+    /// to any dispatcher when the lease runs out, as a claim's do. The first
+    /// lease set stays.
+    pub fn adopt_new_emails(&self, lease: std::time::Duration) {
+        let _ = self.adoption.lease.set(lease);
+    }
+
+    /// Up to `limit` emails written claimed for this process, oldest first.
+    pub fn take_adopted_emails(&self, limit: usize) -> Vec<OutboxItem> {
+        let mut waiting = self.adoption.waiting();
+        let n = limit.min(waiting.len());
+        waiting.drain(..n).collect()
+    }
+
+    /// The lease to write new emails under, when this process's dispatcher
+    /// takes them and has room.
+    pub(crate) fn email_claim(&self) -> Option<std::time::Duration> {
+        self.adoption.claim()
+    }
+
+    /// After a commit that wrote emails (and no job): hands the ones written
+    /// claimed to this process's dispatcher, and wakes it.
+    pub(crate) fn emails_committed(&self, claimed: Vec<OutboxItem>) {
+        if !claimed.is_empty() {
+            self.adoption.waiting().extend(claimed);
+        }
+        self.wake_mailer();
+    }
+
     /// Claims up to `limit` due rows of `kind` (`email` or `job`): pending ones
     /// whose time has come, and `sending` ones whose claimer's lease ran out (it
     /// died). Each claimed row is `sending` until `lease` from now; they come
@@ -318,6 +439,33 @@ mod tests {
                 OutboxStatus::Sending.as_str()
             )
         );
+    }
+
+    #[test]
+    fn emails_are_written_claimed_only_for_a_dispatcher_with_room() {
+        let adoption = Adoption::default();
+        assert_eq!(adoption.claim(), None, "no dispatcher in this process");
+        let lease = Duration::from_secs(60);
+        adoption.lease.set(lease).unwrap();
+        assert_eq!(adoption.claim(), Some(lease));
+        let item = OutboxItem {
+            id: Uuid::nil(),
+            topic: "request_filed".into(),
+            recipient: Some("ops@acme.example".into()),
+            payload: serde_json::json!({}),
+            dedup_key: "k".into(),
+            attempts: 1,
+        };
+        adoption
+            .waiting()
+            .extend(std::iter::repeat_n(item, ADOPTED_AT_MOST));
+        assert_eq!(
+            adoption.claim(),
+            None,
+            "a full hand-over writes pending rows"
+        );
+        adoption.waiting().pop_front();
+        assert_eq!(adoption.claim(), Some(lease));
     }
 
     #[test]

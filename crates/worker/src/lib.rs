@@ -182,6 +182,8 @@ impl Worker {
     }
 
     async fn dispatch_loop(&self, mut shutdown: watch::Receiver<bool>) {
+        // This loop takes the emails this process writes as they commit.
+        self.store.adopt_new_emails(self.config.lease);
         tracing::info!("worker started");
         let mut next_sweep = Instant::now();
         while !*shutdown.borrow() {
@@ -338,14 +340,31 @@ impl Worker {
     }
 
     /// Sends a batch of emails, one after another, marking them sent in one
-    /// statement per [`SENT_FLUSH`] emails rather than one commit each. A crash
-    /// between a send and its mark re-sends that email after the lease (with the
-    /// same Message-ID, so the receiving side can drop the copy).
+    /// statement per [`SENT_FLUSH`] emails rather than one commit each: first
+    /// those this process wrote claimed for itself, then as many as it can claim
+    /// of the rest. A crash between a send and its mark re-sends that email after
+    /// the lease (with the same Message-ID, so the receiving side can drop the
+    /// copy).
     async fn dispatch_emails(&self) -> Result<usize, StoreError> {
-        let items = self
+        let batch = self.config.batch_size;
+        let mut items = self
             .store
-            .claim_outbox("email", self.config.batch_size, self.config.lease)
-            .await?;
+            .take_adopted_emails(usize::try_from(batch).unwrap_or(usize::MAX));
+        let room = batch.saturating_sub(items.len() as u64);
+        if room > 0 {
+            match self
+                .store
+                .claim_outbox("email", room, self.config.lease)
+                .await
+            {
+                Ok(claimed) => items.extend(claimed),
+                // Those in hand still go out (theirs is a lease already taken).
+                Err(error) if !items.is_empty() => {
+                    tracing::error!(%error, "could not claim emails");
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let mut sent = Vec::with_capacity(SENT_FLUSH);
         for item in &items {
             match send_email(&self.mailer, &self.config.mail, item).await {

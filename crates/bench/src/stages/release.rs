@@ -180,19 +180,32 @@ async fn measure_drain(
     for service in futures::future::join_all(starts).await {
         running.push(service?);
     }
-    let count_sql = format!(
-        "SELECT count(*) FROM release_requests WHERE status = 'released' AND reason = '{REASON}'"
+    // Counts what is still to go, not what is done: the status index then reads
+    // only the shrinking backlog, where a count of `released` rows would read the
+    // whole history every 50 ms beside the worker being measured.
+    let remaining_sql = format!(
+        "SELECT count(*) FROM release_requests \
+         WHERE status IN ('approved', 'releasing') AND reason = '{REASON}'"
     );
     let within = Duration::from_secs(120 + n as u64 / 20);
-    let n_released = i64::try_from(n)?;
     poll_scalar(
         &pool,
-        &count_sql,
+        &remaining_sql,
         Duration::from_millis(50),
         within,
-        |released| released >= n_released,
+        |remaining| remaining == 0,
     )
     .await?;
+    let released = crate::db::scalar(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM release_requests WHERE status = 'released' AND reason = '{REASON}'"
+        ),
+    )
+    .await?;
+    if released != i64::try_from(n)? {
+        bail!("{released} of {n} approved requests were released");
+    }
     let pids: Vec<u32> = running.iter().map(|s| s.pid).collect();
     let usage = before.until(&cpu::sample(&pids), n);
     let last = last_released(&pool).await?;
