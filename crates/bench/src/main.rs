@@ -295,6 +295,17 @@ async fn one_run(ctx: &Ctx) -> Report {
                 }
             }
         }
+        if db == Db::Postgres
+            && ctx.runs(Stage::Raw)
+            && let Some(tps) = stage!(
+                report,
+                db,
+                "raw limit, a filing's statements",
+                raw::filing_writes(ctx, FILING_WRITES_CLIENTS)
+            )
+        {
+            filing_writes_rows(&mut report, api.as_deref(), raw_tps.as_deref(), tps);
+        }
         if ctx.runs(Stage::Latency)
             && let Some(h) = stage!(report, db, "approve → released", release::latency(ctx, db))
         {
@@ -326,6 +337,46 @@ async fn one_run(ctx: &Ctx) -> Report {
         }
     }
     report
+}
+
+/// The client count of the PostgreSQL filing target.
+const FILING_WRITES_CLIENTS: usize = 32;
+
+/// The database's limit for a filing's statements, beside the one-row limit
+/// and the API at the same client count.
+fn filing_writes_rows(
+    report: &mut Report,
+    api: Option<&[(usize, f64)]>,
+    raw: Option<&[(usize, f64)]>,
+    tps: f64,
+) {
+    let label = Db::Postgres.label();
+    let at = |levels: Option<&[(usize, f64)]>| {
+        levels?
+            .iter()
+            .find(|(clients, _)| *clients == FILING_WRITES_CLIENTS)
+            .map(|(_, value)| *value)
+    };
+    let mut row = Row::new(
+        label,
+        "raw limit",
+        format!("{FILING_WRITES_CLIENTS} clients: pgbench, one filing's statements"),
+    )
+    .value(tps, "filings/s");
+    if let Some(raw) = at(raw) {
+        row = row.ratio("÷ one-row INSERT", tps / raw);
+    }
+    report.push(row);
+    if let Some(api) = at(api) {
+        report.push(
+            Row::new(
+                label,
+                "filing",
+                format!("{FILING_WRITES_CLIENTS} clients: API ÷ pgbench of a filing's statements"),
+            )
+            .value(api / tps, "×"),
+        );
+    }
 }
 
 async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {
