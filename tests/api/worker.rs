@@ -736,6 +736,21 @@ async fn a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job(app
     running.await.unwrap();
 }
 
+/// A worker on a store of its own over the app's database, as another process
+/// would run it.
+async fn worker_of_another_process(
+    app: &TestApp,
+) -> (
+    releasedesk_worker::Worker,
+    releasedesk_worker::mail::MemoryOutbox,
+) {
+    let store = releasedesk::open_store(&app.settings).await.unwrap();
+    let (mailer, outbox) = releasedesk_worker::mail::Mailer::memory();
+    let carrier = Arc::new(releasedesk_worker::carrier::LocalCarrier);
+    let worker = releasedesk_worker::Worker::new(store, mailer, carrier, app.worker_config());
+    (worker, outbox)
+}
+
 const FILED_EMAILS: &str = "topic IN ('request_filed', 'staff_new_request')";
 
 /// Once this process runs a dispatcher, a filing's emails are written claimed
@@ -754,18 +769,14 @@ async fn a_process_with_a_dispatcher_writes_its_emails_claimed_and_hands_them_ov
         ))
         .await;
     assert_eq!(claimed, 2, "both emails are written claimed");
-    let other = releasedesk::open_store(&app.settings).await.unwrap();
-    let (mailer, elsewhere) = releasedesk_worker::mail::Mailer::memory();
-    let carrier = Arc::new(releasedesk_worker::carrier::LocalCarrier);
-    let other_worker =
-        releasedesk_worker::Worker::new(other, mailer, carrier.clone(), app.worker_config());
+    let (other_worker, elsewhere) = worker_of_another_process(&app).await;
     assert!(
         other_worker.drain().await.is_idle(),
         "another process's dispatcher finds them leased"
     );
     assert!(elsewhere.sent().is_empty());
 
-    let (worker, mail) = app.worker(carrier);
+    let (worker, mail) = app.worker(Arc::new(releasedesk_worker::carrier::LocalCarrier));
     assert_eq!(worker.drain().await.emails, 2, "handed over, not claimed");
     assert_eq!(mail.sent().len(), 2);
     let sent = app
@@ -792,10 +803,7 @@ async fn emails_claimed_by_a_process_that_died_go_out_from_another_after_the_lea
         .await;
     assert_eq!(claimed, 2);
 
-    let other = releasedesk::open_store(&app.settings).await.unwrap();
-    let (mailer, mail) = releasedesk_worker::mail::Mailer::memory();
-    let carrier = Arc::new(releasedesk_worker::carrier::LocalCarrier);
-    let worker = releasedesk_worker::Worker::new(other, mailer, carrier, app.worker_config());
+    let (worker, mail) = worker_of_another_process(&app).await;
     assert_eq!(worker.drain().await.emails, 2);
     assert_eq!(mail.sent().len(), 2);
     let resent = app

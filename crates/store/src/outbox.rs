@@ -138,7 +138,8 @@ pub(crate) async fn queue_emails(
             recipient: Some(email.to.into()),
             dedup_key: format!("{}:{}:{}", email.event_id, email.template, email.to),
             payload: email.payload,
-            attempts: 0,
+            // A claimed row is on its first attempt.
+            attempts: i32::from(claim.is_some()),
         })
         .collect();
     let Some(lease) = claim else {
@@ -148,12 +149,6 @@ pub(crate) async fn queue_emails(
         insert(txn, rows.collect()).await?;
         return Ok(Vec::new());
     };
-    if items.is_empty() {
-        return Ok(items);
-    }
-    for item in &mut items {
-        item.attempts = 1;
-    }
     let until = at + delta(lease);
     let rows = items
         .iter()
