@@ -66,6 +66,10 @@ struct Args {
     /// Only these stages (comma-separated); all by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     stages: Vec<Stage>,
+    /// Only these filing (and raw limit) client counts (comma-separated);
+    /// 1, 8 and 32 by default. For quick comparisons of one level.
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<usize>,
     /// Repeat the whole run and report the median of each measurement.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -163,6 +167,8 @@ pub struct Ctx {
     pub pgbench: PathBuf,
     pub pg_test_fsync: PathBuf,
     pub backends: Vec<Db>,
+    /// The client counts of the filing and raw limit levels.
+    pub clients: Vec<usize>,
     stages: Vec<Stage>,
 }
 
@@ -204,6 +210,11 @@ async fn run(args: Args) -> Result<ExitCode> {
             BackendArg::Sqlite => vec![Db::Sqlite],
             BackendArg::Postgres => vec![Db::Postgres],
             BackendArg::Both => vec![Db::Sqlite, Db::Postgres],
+        },
+        clients: if args.clients.is_empty() {
+            filing::LEVELS.to_vec()
+        } else {
+            args.clients.clone()
         },
         stages: args.stages.clone(),
     };

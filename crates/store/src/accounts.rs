@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     Store, StoreError,
+    db::one_of,
     entity::{account, api_token, staff},
     error::is_unique_violation,
     group::Group,
@@ -401,7 +402,11 @@ impl Group for CustomerTokens {
             .column(api_token::Column::TokenHash)
             .column(api_token::Column::Id)
             .column(api_token::Column::AccountId)
-            .filter(api_token::Column::TokenHash.is_in(hashes.iter().map(String::as_str)))
+            .filter(one_of(
+                api_token::Column::TokenHash,
+                hashes.to_vec(),
+                self.0.db.get_database_backend(),
+            ))
             .filter(api_token::Column::RevokedAt.is_null())
             .into_tuple::<(String, Uuid, Uuid)>()
             .all(&self.0.db)

@@ -10,9 +10,9 @@ use std::{
 };
 
 use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, SqlxPostgresConnector,
-    SqlxSqliteConnector, TransactionOptions, TransactionTrait,
-    sea_query::{Expr, IntoCondition},
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, SqliteTransactionMode,
+    SqlxPostgresConnector, SqlxSqliteConnector, TransactionOptions, TransactionTrait, Value,
+    sea_query::{Expr, ExprTrait, IntoCondition, PgFunc, SimpleExpr},
 };
 use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
@@ -141,6 +141,28 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
         None => Err(StoreError::Config(
             "DATABASE_URL must start with sqlite: or postgres:".into(),
         )),
+    }
+}
+
+/// A PostgreSQL statement with its parameters bound, run on the sqlx pool.
+pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// `column` is one of `values`, in a statement whose text does not depend on
+/// how many there are. On PostgreSQL that is `column = ANY($1)` with one array
+/// parameter: each connection prepares and plans it once, where `IN ($1, …,
+/// $n)` is a new statement for every group size (prepared anew per connection,
+/// an extra round trip, and planned every time). SQLite, which prepares in
+/// process and has no arrays, gets `IN (…)`.
+pub(crate) fn one_of<C, V>(column: C, values: Vec<V>, backend: DbBackend) -> SimpleExpr
+where
+    C: ColumnTrait,
+    V: Into<Value>
+        + sea_orm::sea_query::ValueType
+        + sea_orm::sea_query::value::postgres_array::NotU8,
+{
+    match backend {
+        DbBackend::Postgres => Expr::col(column.as_column_ref()).eq(PgFunc::any(Expr::val(values))),
+        _ => column.is_in(values),
     }
 }
 

@@ -73,3 +73,11 @@ pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
 }
+
+/// Whether an error of a statement run on sqlx directly is a unique-constraint
+/// violation.
+pub(crate) fn is_sqlx_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}

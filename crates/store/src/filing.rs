@@ -11,20 +11,21 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use releasedesk_domain::{DomainError, NumberStatus, Reason, RequestStatus, time::now};
+use releasedesk_domain::{DomainError, InUseAgent, NumberStatus, Reason, RequestStatus, time::now};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, EntityTrait, FromQueryResult, JoinType, QueryFilter, QuerySelect, Select,
+    ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType, QueryFilter, QuerySelect,
+    Select,
     sea_query::{Expr, ExprTrait, Query},
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    Actor, FiledRequest, Store, StoreError,
-    db::{begin_write, unindexed},
+    Actor, FiledRequest, Pool, Store, StoreError,
+    db::{PgQuery, begin_write, one_of, unindexed},
     entity::{account, agent, agent_number, phone_number, release_event, release_request},
-    error::is_unique_violation,
+    error::{is_sqlx_unique_violation, is_unique_violation},
     events,
     group::Group,
     numbers::{agents_using, parse_status},
@@ -94,39 +95,115 @@ impl Store {
             .await
     }
 
-    /// Writes `filings` in one transaction. `Ok` holds each filing's own answer
+    /// Writes `filings` together. `Ok` holds each filing's own answer
     /// (refusals included, in order); `Err` means nothing was written.
     async fn file_together(&self, filings: &[Filing]) -> Result<Vec<Outcome>, StoreError> {
+        match &self.pool {
+            Pool::Postgres(pool) => self.file_in_one_statement(pool, filings).await,
+            Pool::Sqlite(_) => self.file_in_one_transaction(filings).await,
+        }
+    }
+
+    /// SQLite: the read and the writes in one transaction, which holds the one
+    /// write lock throughout.
+    async fn file_in_one_transaction(
+        &self,
+        filings: &[Filing],
+    ) -> Result<Vec<Outcome>, StoreError> {
         let (txn, _turn) = begin_write(&self.write_gate).await?;
-        let number_ids: Vec<Uuid> = filings.iter().map(|f| f.number_id).collect();
-        let numbers: HashMap<Uuid, Candidate> = candidates_select(&number_ids)
-            .into_model::<Candidate>()
-            .all(&txn)
-            .await?
-            .into_iter()
-            .map(|number| (number.id, number))
-            .collect();
-        // Who uses a number matters only for the refusal's details: rare.
-        let used: Vec<Uuid> = numbers
+        let found = Found::read(&txn, filings).await?;
+        let mut decided = self.decide(filings, &found);
+        let mut claimed = Vec::new();
+        if !decided.accepted.is_empty() {
+            let requests = decided.accepted.iter().map(Accepted::request_row);
+            match release_request::Entity::insert_many(requests)
+                .exec_without_returning(&txn)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(DomainError::ReleaseAlreadyPending.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let timeline = decided.accepted.iter().map(Accepted::event_row);
+            release_event::Entity::insert_many(timeline)
+                .exec_without_returning(&txn)
+                .await?;
+            let emails = std::mem::take(&mut decided.emails);
+            claimed = outbox::queue_emails(&txn, emails, now(), self.email_claim()).await?;
+        }
+        txn.commit().await?;
+        Ok(self.filed(decided.outcomes, claimed))
+    }
+
+    /// PostgreSQL: two round trips whatever the group's size, each one
+    /// statement of a fixed text (prepared once per connection): the read, then
+    /// the requests, their events and their emails in one statement, which
+    /// commits on its own. Under READ COMMITTED a transaction around the two
+    /// would protect nothing more: the read takes no locks either way, and the
+    /// unique index on open requests decides races.
+    async fn file_in_one_statement(
+        &self,
+        pool: &sqlx::PgPool,
+        filings: &[Filing],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let found = Found::read(&self.db, filings).await?;
+        let decided = self.decide(filings, &found);
+        if decided.accepted.is_empty() {
+            return Ok(decided.outcomes);
+        }
+        let emails = outbox::NewEmails::new(decided.emails, now(), self.email_claim());
+        let columns = decided
+            .accepted
+            .iter()
+            .fold(FilingColumns::default(), FilingColumns::with);
+        let inserted = emails
+            .bind(columns.bind(sqlx::query(INSERT_FILINGS)))
+            .fetch_all(pool)
+            .await
+            .map_err(|e| {
+                if is_sqlx_unique_violation(&e) {
+                    DomainError::ReleaseAlreadyPending.into()
+                } else {
+                    StoreError::from_sqlx(e)
+                }
+            })?;
+        let inserted = inserted
+            .iter()
+            .map(|row| sqlx::Row::try_get::<Uuid, _>(row, 0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::from_sqlx)?;
+        Ok(self.filed(decided.outcomes, emails.written(inserted)))
+    }
+
+    /// The answers of a written group, after handing its claimed emails over.
+    fn filed(&self, outcomes: Vec<Outcome>, claimed: Vec<outbox::OutboxItem>) -> Vec<Outcome> {
+        if outcomes.iter().any(Result::is_ok) {
+            self.emails_committed(claimed);
+        }
+        outcomes
+    }
+
+    /// Each filing's answer, in order, and what the accepted ones write.
+    fn decide<'a>(&'a self, filings: &[Filing], found: &'a Found) -> Decided<'a> {
+        let staff_email = self.settings.staff_email.as_str();
+        let mut open: HashSet<Uuid> = found
+            .numbers
             .values()
-            .filter(|n| n.in_use)
+            .filter(|n| n.open)
             .map(|n| n.id)
             .collect();
-        let in_use = if used.is_empty() {
-            HashMap::new()
-        } else {
-            agents_using(&txn, &used).await?
+        let mut decided = Decided {
+            outcomes: Vec::with_capacity(filings.len()),
+            accepted: Vec::new(),
+            emails: Vec::new(),
         };
-        let mut open: HashSet<Uuid> = numbers.values().filter(|n| n.open).map(|n| n.id).collect();
-
-        let staff_email = self.settings.staff_email.as_str();
-        let mut outcomes = Vec::with_capacity(filings.len());
-        let (mut requests, mut timeline, mut emails) = (Vec::new(), Vec::new(), Vec::new());
         for filing in filings {
-            let number = match numbers.get(&filing.number_id) {
+            let number = match found.numbers.get(&filing.number_id) {
                 Some(number) if number.account_id == Some(filing.account_id) => number,
                 _ => {
-                    outcomes.push(Err(DomainError::NotFound.into()));
+                    decided.outcomes.push(Err(DomainError::NotFound.into()));
                     continue;
                 }
             };
@@ -135,7 +212,7 @@ impl Store {
                 Ok(status) if status != NumberStatus::Active => {
                     Some(DomainError::NumberNotActive.into())
                 }
-                Ok(_) => match in_use.get(&number.id) {
+                Ok(_) => match found.in_use.get(&number.id) {
                     Some(agents) => Some(DomainError::PhoneNumberInUse(agents.clone()).into()),
                     // Open already, or filed earlier in this batch.
                     None if !open.insert(number.id) => {
@@ -145,14 +222,14 @@ impl Store {
                 },
             };
             if let Some(refusal) = refusal {
-                outcomes.push(Err(refusal));
+                decided.outcomes.push(Err(refusal));
                 continue;
             }
             let (Some(account_name), Some(account_email)) =
                 (&number.account_name, &number.account_email)
             else {
                 let missing = format!("account {} is missing", filing.account_id);
-                outcomes.push(Err(StoreError::Corrupt(missing)));
+                decided.outcomes.push(Err(StoreError::Corrupt(missing)));
                 continue;
             };
 
@@ -168,16 +245,7 @@ impl Store {
                 early_termination_fee: fee,
                 currency: self.policy().currency.clone(),
             };
-            requests.push(request_row(&filed, filing.account_id, filing.actor));
             let event_id = releasedesk_domain::new_id();
-            timeline.push(events::row(
-                event_id,
-                filed.id,
-                "requested",
-                filing.actor,
-                None,
-                at,
-            ));
             let payload = json!({
                 "request_id": filed.id,
                 "phone_number": filed.phone_number,
@@ -191,39 +259,180 @@ impl Store {
                 ("request_filed", account_email.as_str()),
                 ("staff_new_request", staff_email),
             ] {
-                emails.push(Email {
+                decided.emails.push(Email {
                     template,
                     to,
                     event_id,
                     payload: payload.clone(),
                 });
             }
-            outcomes.push(Ok(filed));
+            decided.accepted.push(Accepted {
+                filed: filed.clone(),
+                account_id: filing.account_id,
+                actor: filing.actor,
+                event_id,
+            });
+            decided.outcomes.push(Ok(filed));
         }
+        decided
+    }
+}
 
-        let mut claimed = Vec::new();
-        if !requests.is_empty() {
-            match release_request::Entity::insert_many(requests)
-                .exec_without_returning(&txn)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(DomainError::ReleaseAlreadyPending.into());
-                }
-                Err(e) => return Err(e.into()),
-            }
-            release_event::Entity::insert_many(timeline)
-                .exec_without_returning(&txn)
-                .await?;
-            // Both emails of every filing, at the moment of the last one.
-            claimed = outbox::queue_emails(&txn, emails, now(), self.email_claim()).await?;
-        }
-        txn.commit().await?;
-        if outcomes.iter().any(Result::is_ok) {
-            self.emails_committed(claimed);
-        }
-        Ok(outcomes)
+/// What a group of filings found of its numbers.
+struct Found {
+    numbers: HashMap<Uuid, Candidate>,
+    /// The active agents of the numbers in use.
+    in_use: HashMap<Uuid, Vec<InUseAgent>>,
+}
+
+impl Found {
+    async fn read(db: &impl ConnectionTrait, filings: &[Filing]) -> Result<Self, StoreError> {
+        let number_ids: Vec<Uuid> = filings.iter().map(|f| f.number_id).collect();
+        let numbers: HashMap<Uuid, Candidate> =
+            candidates_select(&number_ids, db.get_database_backend())
+                .into_model::<Candidate>()
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|number| (number.id, number))
+                .collect();
+        // Who uses a number matters only for the refusal's details: rare.
+        let used: Vec<Uuid> = numbers
+            .values()
+            .filter(|n| n.in_use)
+            .map(|n| n.id)
+            .collect();
+        let in_use = if used.is_empty() {
+            HashMap::new()
+        } else {
+            agents_using(db, &used).await?
+        };
+        Ok(Self { numbers, in_use })
+    }
+}
+
+/// A group's answers, and what its accepted filings write.
+struct Decided<'a> {
+    outcomes: Vec<Outcome>,
+    accepted: Vec<Accepted>,
+    /// Two per accepted filing.
+    emails: Vec<Email<'a>>,
+}
+
+/// A filing that passed every check.
+struct Accepted {
+    filed: FiledRequest,
+    account_id: Uuid,
+    actor: Actor,
+    /// Its "requested" timeline event.
+    event_id: Uuid,
+}
+
+impl Accepted {
+    fn request_row(&self) -> release_request::ActiveModel {
+        request_row(&self.filed, self.account_id, self.actor)
+    }
+
+    fn event_row(&self) -> release_event::ActiveModel {
+        events::row(
+            self.event_id,
+            self.filed.id,
+            REQUESTED,
+            self.actor,
+            None,
+            self.filed.requested_at,
+        )
+    }
+}
+
+/// The kind of a filing's timeline event.
+const REQUESTED: &str = "requested";
+
+/// A group's requests, their events and their emails in one statement, each
+/// column one array parameter (see [`FilingColumns`] and
+/// [`outbox::NewEmails`] for the order). Columns left out are NULL, as
+/// [`request_row`] writes them. Returns the ids of the emails written: those
+/// whose dedup key existed are skipped, as `queue_emails` skips them.
+const INSERT_FILINGS: &str = "\
+WITH requests AS (
+    INSERT INTO release_requests (id, account_id, phone_number_id, phone_number, reason,
+        status, requested_at, requested_by, filed_by_staff_id, early_termination_fee_minor,
+        currency, version, updated_at, execution_attempts)
+    SELECT id, account_id, phone_number_id, phone_number, reason, 'pending', requested_at,
+        requested_by, filed_by_staff_id, fee, currency, 1, requested_at, 0
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+        $6::timestamptz[], $7::text[], $8::uuid[], $9::int8[], $10::text[])
+        AS r (id, account_id, phone_number_id, phone_number, reason, requested_at,
+            requested_by, filed_by_staff_id, fee, currency)
+), timeline AS (
+    INSERT INTO release_events (id, request_id, at, kind, actor)
+    SELECT id, request_id, at, 'requested', actor
+    FROM unnest($11::uuid[], $1::uuid[], $6::timestamptz[], $7::text[])
+        AS e (id, request_id, at, actor)
+)
+INSERT INTO outbox (id, kind, topic, recipient, payload, dedup_key, status, attempts,
+    next_attempt_at, created_at)
+SELECT id, 'email', topic, recipient, payload::json, dedup_key, $17, $18, $19, $20
+FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[])
+    AS o (id, topic, recipient, payload, dedup_key)
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id";
+
+/// The columns of [`INSERT_FILINGS`]'s requests and events, one array each.
+#[derive(Default)]
+struct FilingColumns {
+    ids: Vec<Uuid>,
+    account_ids: Vec<Uuid>,
+    number_ids: Vec<Uuid>,
+    numbers: Vec<String>,
+    reasons: Vec<String>,
+    requested_at: Vec<DateTime<Utc>>,
+    requested_by: Vec<String>,
+    filed_by_staff: Vec<Option<Uuid>>,
+    fees: Vec<i64>,
+    currencies: Vec<String>,
+    event_ids: Vec<Uuid>,
+}
+
+impl FilingColumns {
+    fn with(mut self, accepted: &Accepted) -> Self {
+        let filed = &accepted.filed;
+        self.ids.push(filed.id);
+        self.account_ids.push(accepted.account_id);
+        self.number_ids.push(filed.phone_number_id);
+        self.numbers.push(filed.phone_number.clone());
+        self.reasons.push(filed.reason.clone());
+        self.requested_at.push(filed.requested_at);
+        self.requested_by.push(accepted.actor.label());
+        self.filed_by_staff.push(staff_of(accepted.actor));
+        self.fees.push(filed.early_termination_fee.minor());
+        self.currencies.push(filed.currency.clone());
+        self.event_ids.push(accepted.event_id);
+        self
+    }
+
+    /// Binds `$1` to `$11`.
+    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.ids)
+            .bind(self.account_ids)
+            .bind(self.number_ids)
+            .bind(self.numbers)
+            .bind(self.reasons)
+            .bind(self.requested_at)
+            .bind(self.requested_by)
+            .bind(self.filed_by_staff)
+            .bind(self.fees)
+            .bind(self.currencies)
+            .bind(self.event_ids)
+    }
+}
+
+/// The staff member who filed, if one did.
+fn staff_of(actor: Actor) -> Option<Uuid> {
+    match actor {
+        Actor::Staff(id) => Some(id),
+        _ => None,
     }
 }
 
@@ -242,10 +451,7 @@ fn request_row(
         status: Set(RequestStatus::Pending.as_str().into()),
         requested_at: Set(filed.requested_at),
         requested_by: Set(actor.label()),
-        filed_by_staff_id: Set(match actor {
-            Actor::Staff(id) => Some(id),
-            _ => None,
-        }),
+        filed_by_staff_id: Set(staff_of(actor)),
         early_termination_fee_minor: Set(filed.early_termination_fee.minor()),
         currency: Set(filed.currency.clone()),
         claimed_by: Set(None),
@@ -286,7 +492,10 @@ struct Candidate {
 /// rows: the open requests through `idx_release_requests_number` (a number has
 /// few requests, open or not), the status test [`unindexed`] so no planner walks
 /// every open request instead.
-pub(crate) fn candidates_select(numbers: &[Uuid]) -> Select<phone_number::Entity> {
+pub(crate) fn candidates_select(
+    numbers: &[Uuid],
+    backend: DbBackend,
+) -> Select<phone_number::Entity> {
     let in_use = Query::select()
         .expr(Expr::val(1))
         .from(agent_number::Entity)
@@ -333,14 +542,33 @@ pub(crate) fn candidates_select(numbers: &[Uuid]) -> Select<phone_number::Entity
                 .to(account::Column::Id)
                 .into(),
         )
-        .filter(phone_number::Column::Id.is_in(numbers.iter().copied()))
+        .filter(one_of(phone_number::Column::Id, numbers.to_vec(), backend))
 }
 
 #[cfg(test)]
 mod tests {
     use releasedesk_domain::RequestStatus;
+    use sea_orm::{DbBackend, QueryTrait};
+    use uuid::Uuid;
 
-    use super::OPEN;
+    use super::{OPEN, candidates_select};
+
+    /// PostgreSQL prepares and plans a statement once per connection only if
+    /// its text is the same for every group size.
+    #[test]
+    fn a_groups_read_on_postgresql_is_one_statement_whatever_its_size() {
+        let sql = |n| {
+            candidates_select(&vec![Uuid::nil(); n], DbBackend::Postgres)
+                .build(DbBackend::Postgres)
+                .sql
+        };
+        assert_eq!(sql(1), sql(64));
+        assert!(
+            sql(1).contains(r#""phone_numbers"."id" = ANY($"#),
+            "{}",
+            sql(1)
+        );
+    }
 
     /// The literal statuses are the open ones (the partial index's predicate).
     #[test]

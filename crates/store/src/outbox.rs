@@ -7,7 +7,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, sea_query::OnConflict};
 use uuid::Uuid;
 
-use crate::{StoreError, entity::outbox};
+use crate::{
+    StoreError,
+    db::{PgQuery, one_of},
+    entity::outbox,
+};
 
 /// Where an outbox row is in its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
@@ -130,37 +134,94 @@ pub(crate) async fn queue_emails(
     at: DateTime<Utc>,
     claim: Option<std::time::Duration>,
 ) -> Result<Vec<OutboxItem>, StoreError> {
-    let mut items: Vec<OutboxItem> = emails
-        .into_iter()
-        .map(|email| OutboxItem {
-            id: releasedesk_domain::new_id(),
-            topic: email.template.into(),
-            recipient: Some(email.to.into()),
-            dedup_key: format!("{}:{}:{}", email.event_id, email.template, email.to),
-            payload: email.payload,
-            // A claimed row is on its first attempt.
-            attempts: i32::from(claim.is_some()),
-        })
-        .collect();
-    let Some(lease) = claim else {
-        let rows = items
-            .into_iter()
-            .map(|item| email_row(item, OutboxStatus::Pending, at, at));
-        insert(txn, rows.collect()).await?;
+    let new = NewEmails::new(emails, at, claim);
+    if new.status == OutboxStatus::Pending {
+        insert(txn, new.rows().collect()).await?;
         return Ok(Vec::new());
-    };
-    let until = at + delta(lease);
-    let rows = items
-        .iter()
-        .cloned()
-        .map(|item| email_row(item, OutboxStatus::Sending, until, at));
-    let inserted: HashSet<Uuid> = skipping_duplicates(rows.collect())
+    }
+    let inserted = skipping_duplicates(new.rows().collect())
         .exec_with_returning_keys(txn)
-        .await?
-        .into_iter()
-        .collect();
-    items.retain(|item| inserted.contains(&item.id));
-    Ok(items)
+        .await?;
+    Ok(new.written(inserted))
+}
+
+/// Emails about to be written, and how: `pending` and due now, or claimed
+/// for this process's dispatcher (see [`queue_emails`]).
+pub(crate) struct NewEmails {
+    items: Vec<OutboxItem>,
+    status: OutboxStatus,
+    next_attempt_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+}
+
+impl NewEmails {
+    pub(crate) fn new(
+        emails: Vec<Email<'_>>,
+        at: DateTime<Utc>,
+        claim: Option<std::time::Duration>,
+    ) -> Self {
+        let items = emails
+            .into_iter()
+            .map(|email| OutboxItem {
+                id: releasedesk_domain::new_id(),
+                topic: email.template.into(),
+                recipient: Some(email.to.into()),
+                dedup_key: format!("{}:{}:{}", email.event_id, email.template, email.to),
+                payload: email.payload,
+                // A claimed row is on its first attempt.
+                attempts: i32::from(claim.is_some()),
+            })
+            .collect();
+        let (status, next_attempt_at) = match claim {
+            Some(lease) => (OutboxStatus::Sending, at + delta(lease)),
+            None => (OutboxStatus::Pending, at),
+        };
+        Self {
+            items,
+            status,
+            next_attempt_at,
+            created_at: at,
+        }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = outbox::ActiveModel> + '_ {
+        self.items
+            .iter()
+            .cloned()
+            .map(|item| email_row(item, self.status, self.next_attempt_at, self.created_at))
+    }
+
+    /// The emails to hand to this process's dispatcher, given the ids the
+    /// insert wrote: the claimed ones written (none when written pending).
+    pub(crate) fn written(self, inserted: impl IntoIterator<Item = Uuid>) -> Vec<OutboxItem> {
+        if self.status == OutboxStatus::Pending {
+            return Vec::new();
+        }
+        let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+        let mut items = self.items;
+        items.retain(|item| inserted.contains(&item.id));
+        items
+    }
+
+    /// Binds the emails as the next nine parameters of a PostgreSQL statement
+    /// that inserts them from arrays: ids, topics, recipients, payloads (JSON
+    /// text), dedup keys, then the status, attempts, next attempt and creation
+    /// time they share.
+    pub(crate) fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
+        let column = |f: fn(&OutboxItem) -> String| self.items.iter().map(f).collect::<Vec<_>>();
+        let ids: Vec<Uuid> = self.items.iter().map(|item| item.id).collect();
+        let attempts = self.items.first().map_or(0, |item| item.attempts);
+        query
+            .bind(ids)
+            .bind(column(|item| item.topic.clone()))
+            .bind(column(|item| item.recipient.clone().unwrap_or_default()))
+            .bind(column(|item| item.payload.to_string()))
+            .bind(column(|item| item.dedup_key.clone()))
+            .bind(self.status.as_str())
+            .bind(attempts)
+            .bind(self.next_attempt_at)
+            .bind(self.created_at)
+    }
 }
 
 /// The row of a new email: `pending` and due at `next_attempt_at`, or
@@ -355,7 +416,7 @@ impl crate::Store {
     /// Marks claimed rows of `kind` delivered, in one statement: a dispatcher
     /// settles a batch with one commit instead of one per row.
     pub async fn outbox_sent(&self, kind: &str, ids: &[Uuid]) -> Result<(), StoreError> {
-        use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+        use sea_orm::{QueryFilter, sea_query::Expr};
         if ids.is_empty() {
             return Ok(());
         }
@@ -373,7 +434,11 @@ impl crate::Store {
                 outbox::Column::LastError,
                 Expr::value(Option::<String>::None),
             )
-            .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+            .filter(one_of(
+                outbox::Column::Id,
+                ids.to_vec(),
+                turn.db().get_database_backend(),
+            ))
             .exec(turn.db())
             .await?;
         Ok(())

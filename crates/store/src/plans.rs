@@ -23,7 +23,7 @@ impl Store {
     pub async fn group_plans(&self, size: usize) -> Result<GroupPlans, StoreError> {
         let backend = self.db.get_database_backend();
         let ids: Vec<Uuid> = (0..size).map(|_| releasedesk_domain::new_id()).collect();
-        let open_requests = filing::candidates_select(&ids).build(backend);
+        let open_requests = filing::candidates_select(&ids, backend).build(backend);
         let take_releases =
             execution::released_together(&ids, releasedesk_domain::time::now()).build(backend);
         Ok(GroupPlans {

@@ -23,7 +23,6 @@ use crate::{
     Ctx,
     db::{Db, FreshDb, exec},
     report::{Report, Row},
-    stages::filing::LEVELS,
 };
 
 const TABLE: &str = "CREATE TABLE raw_requests (id {uuid} PRIMARY KEY, \
@@ -50,7 +49,7 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Vec<
     };
     exec(&pool, &table).await?;
     let mut out = Vec::new();
-    for clients in LEVELS {
+    for &clients in &ctx.clients {
         let tps = match &pool {
             Pool::Postgres(_) => pgbench(ctx, fresh, clients).await?,
             Pool::Sqlite(p) => sqlite_loop(p, clients, ctx.plan.raw_seconds).await?,
