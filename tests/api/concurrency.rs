@@ -16,6 +16,24 @@ backend_tests!(
     groups_look_their_ids_up_rather_than_walk_a_status,
 );
 
+/// PostgreSQL plans each statement for its parameters on the store's
+/// connections: a generic plan cached while a table was small (a sequential
+/// scan) would otherwise outlive the table's growth until the next ANALYZE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_plan_each_statement_for_its_parameters() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    let releasedesk_store::Pool::Postgres(pool) = app.store.pool() else {
+        panic!("a PostgreSQL app without a PostgreSQL pool");
+    };
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_custom_plan");
+}
+
 /// On a current-thread runtime every look-up below is queued before the reader
 /// task runs, so how they group does not depend on timing.
 mod token_lookups_that_arrive_together_share_one_statement {

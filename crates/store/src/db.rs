@@ -109,6 +109,17 @@ impl Pool {
 /// `busy_timeout`, `synchronous=NORMAL` (durable in WAL mode up to the last
 /// checkpointed commit), foreign keys on; write transactions begin IMMEDIATE (see
 /// [`begin_write`]) so writers queue on the lock instead of failing on upgrade.
+///
+/// PostgreSQL connections plan every statement for its parameters
+/// (`plan_cache_mode = force_custom_plan`). By default a prepared statement
+/// gets a generic plan after five runs, kept until the table is next analyzed;
+/// chosen while a table is small (a new database) that plan is a sequential
+/// scan, and without autovacuum's analyze (off, or not yet come round on a
+/// growing table) it stays one. Measured on a new database without
+/// autovacuum: the group statements' `id = ANY($1)` look-ups went from under
+/// 1 ms to 9 ms a call, filing at 32 clients from ~3,400 to ~1,100 requests/s.
+/// Planning them each time cost no throughput we could measure
+/// (docs/BENCHMARKS.md).
 pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
     let invalid = |e: sqlx::Error| StoreError::Config(format!("invalid database URL: {e}"));
     match Backend::of_url(&options.url) {
@@ -129,7 +140,9 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
             Ok(Pool::Sqlite(pool))
         }
         Some(Backend::Postgres) => {
-            let connect = PgConnectOptions::from_str(&options.url).map_err(invalid)?;
+            let connect = PgConnectOptions::from_str(&options.url)
+                .map_err(invalid)?
+                .options([("plan_cache_mode", "force_custom_plan")]);
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
