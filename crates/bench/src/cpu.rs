@@ -39,6 +39,11 @@ pub fn sample(servers: &[u32]) -> Sample {
 }
 
 impl Sample {
+    /// Wall seconds from `earlier` to `self`.
+    pub fn seconds_since(&self, earlier: &Sample) -> f64 {
+        self.at.duration_since(earlier.at).as_secs_f64()
+    }
+
     /// Usage from `self` to `later`, per `units` of work done in between.
     pub fn until(&self, later: &Sample, units: usize) -> Usage {
         let per = |a: f64, b: f64| (b - a).max(0.0) * 1e6 / units.max(1) as f64;
@@ -84,24 +89,29 @@ fn parse_stat(stat: &str) -> Option<(&str, f64)> {
 /// backends come and go; ones that ended between samples are not counted, so
 /// this is a lower bound when connections are short-lived).
 fn postgres_seconds() -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|stat| {
-            parse_stat(&stat)
-                .filter(|(comm, _)| *comm == "postgres")
-                .map(|(_, seconds)| seconds)
-        })
+    processes_named("postgres")
+        .map(|(_, seconds)| seconds)
         .sum()
+}
+
+/// The processes whose command is `name`: pid and CPU seconds so far.
+fn processes_named(name: &str) -> impl Iterator<Item = (u32, f64)> + '_ {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(move |e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (comm, seconds) = parse_stat(&stat)?;
+            (comm == name).then_some((pid, seconds))
+        })
+}
+
+/// The pids of the processes whose command is `name` (a load generator such
+/// as pgbench, to sample as the process under test).
+pub fn pids_named(name: &str) -> Vec<u32> {
+    processes_named(name).map(|(pid, _)| pid).collect()
 }
 
 /// Who a measurement's CPU rows name, and per what.

@@ -308,14 +308,14 @@ async fn one_run(ctx: &Ctx) -> Report {
         }
         if db == Db::Postgres
             && ctx.runs(Stage::Raw)
-            && let Some(tps) = stage!(
+            && let Some(writes) = stage!(
                 report,
                 db,
                 "raw limit, a filing's statements",
                 raw::filing_writes(ctx, FILING_WRITES_CLIENTS)
             )
         {
-            filing_writes_rows(&mut report, api.as_deref(), raw_tps.as_deref(), tps);
+            filing_writes_rows(&mut report, api.as_deref(), raw_tps.as_deref(), writes);
         }
         if ctx.runs(Stage::Latency)
             && let Some(h) = stage!(report, db, "approve → released", release::latency(ctx, db))
@@ -353,13 +353,14 @@ async fn one_run(ctx: &Ctx) -> Report {
 /// The client count of the PostgreSQL filing target.
 const FILING_WRITES_CLIENTS: usize = 32;
 
-/// The database's limit for a filing's statements, beside the one-row limit
-/// and the API at the same client count.
+/// The database's limit for a filing's statements, one filing per transaction
+/// and in `serve`'s groups, beside the one-row limit and the API at the same
+/// client count.
 fn filing_writes_rows(
     report: &mut Report,
     api: Option<&[(usize, f64)]>,
     raw: Option<&[(usize, f64)]>,
-    tps: f64,
+    writes: raw::FilingWrites,
 ) {
     let label = Db::Postgres.label();
     let at = |levels: Option<&[(usize, f64)]>| {
@@ -368,26 +369,45 @@ fn filing_writes_rows(
             .find(|(clients, _)| *clients == FILING_WRITES_CLIENTS)
             .map(|(_, value)| *value)
     };
-    let mut row = Row::new(
-        label,
-        "raw limit",
-        format!("{FILING_WRITES_CLIENTS} clients: pgbench, one filing's statements"),
-    )
-    .value(tps, "filings/s");
-    if let Some(raw) = at(raw) {
-        row = row.ratio("÷ one-row INSERT", tps / raw);
+    let clients = FILING_WRITES_CLIENTS;
+    let group = raw::GROUP;
+    for (name, rate) in [
+        ("one filing's statements", writes.one_by_one),
+        (
+            &*format!("serve's statements for groups of {group} filings"),
+            writes.grouped,
+        ),
+    ] {
+        let mut row = Row::new(
+            label,
+            "raw limit",
+            format!("{clients} clients: pgbench, {name}"),
+        )
+        .value(rate, "filings/s");
+        if let Some(raw) = at(raw) {
+            row = row.ratio("÷ one-row INSERT", rate / raw);
+        }
+        report.push(row);
+        if let Some(api) = at(api) {
+            report.push(
+                Row::new(
+                    label,
+                    "filing",
+                    format!("{clients} clients: API ÷ pgbench of {name}"),
+                )
+                .value(api / rate, "×"),
+            );
+        }
     }
-    report.push(row);
-    if let Some(api) = at(api) {
-        report.push(
-            Row::new(
-                label,
-                "filing",
-                format!("{FILING_WRITES_CLIENTS} clients: API ÷ pgbench of a filing's statements"),
-            )
-            .value(api / tps, "×"),
-        );
-    }
+    let grouped = format!("{clients} clients: pgbench in groups of {group}: CPU per filing");
+    report.push(
+        Row::new(label, "raw limit", format!("{grouped}, PostgreSQL"))
+            .value(writes.grouped_cpu.database_us, "µs"),
+    );
+    report.push(
+        Row::new(label, "raw limit", format!("{grouped}, pgbench"))
+            .value(writes.grouped_cpu.server_us, "µs"),
+    );
 }
 
 async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {

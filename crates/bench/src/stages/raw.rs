@@ -100,16 +100,103 @@ COMMIT;
 UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL WHERE id IN (:e1, :e2);
 ";
 
-/// Filings per second of [`FILING_SCRIPT`] at `clients`, on a migrated
-/// database of its own with enough active numbers for the run.
-pub async fn filing_writes(ctx: &Ctx, clients: usize) -> Result<f64> {
+/// The filings `serve` writes at once at 32 clients (10,000 filings took
+/// ~650 groups), for [`GROUP_SCRIPT`].
+pub const GROUP: usize = 16;
+
+/// The statements `serve` sends PostgreSQL for a group of [`GROUP`] filings,
+/// as `releasedesk_store`'s filing writer sends them (keep the two alike): the
+/// group's read (`= ANY` of its numbers), the one INSERT of its requests,
+/// events and emails from arrays (committing on its own), and the emails'
+/// "sent" mark as the dispatcher settles them. The first statement stands in
+/// for the customer token look-up; the arrays come from `bench_groups`, made
+/// before the run. Rendering and sending the emails stay out: they are not the
+/// database's work.
+const GROUP_SCRIPT: &str = r"SELECT nums, accounts, e164s, reasons, requested_by, fees, currencies, reqs, evs, emails, topics, recipients, payloads, dedups FROM bench_groups WHERE g = (SELECT nextval('bench_group_seq'))
+\gset
+SELECT p.id, p.e164, p.account_id, p.status, p.purchased_at, a.name AS account_name, a.email AS account_email,
+    EXISTS (SELECT 1 FROM agent_numbers INNER JOIN agents ON agents.id = agent_numbers.agent_id WHERE agent_numbers.phone_number_id = p.id AND agents.active = TRUE) AS in_use,
+    EXISTS (SELECT 1 FROM release_requests WHERE release_requests.phone_number_id = p.id AND CASE WHEN release_requests.status IN ('pending', 'approved', 'releasing') THEN TRUE ELSE FALSE END) AS open
+FROM phone_numbers p LEFT JOIN accounts a ON p.account_id = a.id WHERE p.id = ANY(:nums::uuid[]);
+WITH requests AS (
+    INSERT INTO release_requests (id, account_id, phone_number_id, phone_number, reason,
+        status, requested_at, requested_by, filed_by_staff_id, early_termination_fee_minor,
+        currency, version, updated_at, execution_attempts)
+    SELECT id, account_id, phone_number_id, phone_number, reason, 'pending', requested_at,
+        requested_by, filed_by_staff_id, fee, currency, 1, requested_at, 0
+    FROM unnest(:reqs::uuid[], :accounts::uuid[], :nums::uuid[], :e164s::text[], :reasons::text[],
+        array_fill(now(), ARRAY[16]), :requested_by::text[], array_fill(NULL::uuid, ARRAY[16]), :fees::int8[], :currencies::text[])
+        AS r (id, account_id, phone_number_id, phone_number, reason, requested_at,
+            requested_by, filed_by_staff_id, fee, currency)
+), timeline AS (
+    INSERT INTO release_events (id, request_id, at, kind, actor)
+    SELECT id, request_id, at, 'requested', actor
+    FROM unnest(:evs::uuid[], :reqs::uuid[], array_fill(now(), ARRAY[16]), :requested_by::text[])
+        AS e (id, request_id, at, actor)
+)
+INSERT INTO outbox (id, kind, topic, recipient, payload, dedup_key, status, attempts,
+    next_attempt_at, created_at)
+SELECT id, 'email', topic, recipient, payload::json, dedup_key, 'sending', 1, now() + interval '60 seconds', now()
+FROM unnest(:emails::uuid[], :topics::text[], :recipients::text[], :payloads::text[], :dedups::text[])
+    AS o (id, topic, recipient, payload, dedup_key)
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id;
+UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL WHERE id = ANY(:emails::uuid[]);
+";
+
+/// `bench_groups`: the arrays of [`GROUP_SCRIPT`], one row per group of
+/// [`GROUP`] numbers not yet filed (`n` above `from`), ids made up front.
+const GROUPS_TABLE: &str = "CREATE TABLE bench_groups AS \
+    WITH f AS (SELECT b.n, (b.n - {from} - 1) / {group} + 1 AS g, p.id AS number_id, \
+        p.account_id, p.e164, a.name, a.email, bench_uuid7() AS req, \
+        bench_uuid7() AS ev, bench_uuid7() AS e1, bench_uuid7() AS e2 \
+        FROM bench_numbers b JOIN phone_numbers p ON p.id = b.id \
+        JOIN accounts a ON a.id = p.account_id WHERE b.n > {from}), \
+    x AS (SELECT f.*, 'customer:' || account_id AS actor, json_build_object('request_id', req, \
+        'phone_number', e164, 'account_name', name, 'reason', 'Benchmark filing for a fresh number', \
+        'early_termination_fee', '25.00', 'currency', 'USD', 'requested_at', now())::text AS payload FROM f) \
+    SELECT g, array_agg(number_id ORDER BY n)::text AS nums, \
+        array_agg(account_id ORDER BY n)::text AS accounts, array_agg(e164 ORDER BY n)::text AS e164s, \
+        array_agg('Benchmark filing for a fresh number'::text ORDER BY n)::text AS reasons, \
+        array_agg(actor ORDER BY n)::text AS requested_by, array_agg(2500::int8 ORDER BY n)::text AS fees, \
+        array_agg('USD'::text ORDER BY n)::text AS currencies, array_agg(req ORDER BY n)::text AS reqs, \
+        array_agg(ev ORDER BY n)::text AS evs, \
+        (array_agg(e1 ORDER BY n) || array_agg(e2 ORDER BY n))::text AS emails, \
+        (array_agg('request_filed'::text ORDER BY n) || array_agg('staff_new_request'::text ORDER BY n))::text AS topics, \
+        (array_agg(email ORDER BY n) || array_agg('support@localhost'::text ORDER BY n))::text AS recipients, \
+        (array_agg(payload ORDER BY n) || array_agg(payload ORDER BY n))::text AS payloads, \
+        (array_agg(ev || ':request_filed:' || email ORDER BY n) \
+         || array_agg(ev || ':staff_new_request:support@localhost' ORDER BY n))::text AS dedups \
+    FROM x GROUP BY g HAVING count(*) = {group}";
+
+/// Time-ordered ids like `serve`'s UUID v7 (PostgreSQL 15 has no generator):
+/// the millisecond clock first, so rows land at the right edge of each index
+/// as `serve`'s do, not at random pages.
+const UUID7_FUNCTION: &str = "CREATE FUNCTION bench_uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS \
+    $$ SELECT (lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') \
+    || '7' || substr(md5(random()::text || clock_timestamp()::text), 1, 19))::uuid $$";
+
+/// What PostgreSQL alone does with a filing's statements.
+#[derive(Debug, Clone, Copy)]
+pub struct FilingWrites {
+    /// Filings per second, one per transaction ([`FILING_SCRIPT`]).
+    pub one_by_one: f64,
+    /// Filings per second in groups of [`GROUP`] ([`GROUP_SCRIPT`]).
+    pub grouped: f64,
+    /// CPU per filing while grouped, of PostgreSQL and of pgbench (`harness_us`).
+    pub grouped_cpu: crate::cpu::Usage,
+}
+
+/// [`FilingWrites`] at `clients`, on a migrated database of its own with
+/// enough active numbers for both runs.
+pub async fn filing_writes(ctx: &Ctx, clients: usize) -> Result<FilingWrites> {
     let fresh = FreshDb::create(Db::Postgres, &ctx.pg_url).await?;
     let result = measure_filing_writes(ctx, &fresh, clients).await;
     fresh.drop_database().await;
     result
 }
 
-async fn measure_filing_writes(ctx: &Ctx, fresh: &FreshDb, clients: usize) -> Result<f64> {
+async fn measure_filing_writes(ctx: &Ctx, fresh: &FreshDb, clients: usize) -> Result<FilingWrites> {
     let vars = crate::process::environment(fresh);
     crate::process::migrate(&ctx.binary, &vars, fresh.path()).await?;
     let pool = fresh.pool(4).await?;
@@ -126,10 +213,59 @@ async fn measure_filing_writes(ctx: &Ctx, fresh: &FreshDb, clients: usize) -> Re
     exec(&pool, "CREATE UNIQUE INDEX ON bench_numbers (n)").await?;
     exec(&pool, "CREATE SEQUENCE bench_seq").await?;
     exec(&pool, "VACUUM ANALYZE").await?;
-    pool.close().await;
     let script = fresh.scratch("filing.sql");
     std::fs::write(&script, FILING_SCRIPT)?;
-    run_pgbench(ctx, fresh, &script, clients).await
+    let one_by_one = run_pgbench(ctx, fresh, &script, clients).await?;
+
+    // The groups take the numbers the first run left.
+    let filed = crate::db::scalar(&pool, "SELECT last_value FROM bench_seq").await?;
+    let groups = GROUPS_TABLE
+        .replace("{from}", &filed.to_string())
+        .replace("{group}", &GROUP.to_string());
+    exec(&pool, UUID7_FUNCTION).await?;
+    exec(&pool, &groups).await?;
+    exec(&pool, "CREATE UNIQUE INDEX ON bench_groups (g)").await?;
+    exec(&pool, "CREATE SEQUENCE bench_group_seq").await?;
+    exec(&pool, "VACUUM ANALYZE").await?;
+    pool.close().await;
+    let script = fresh.scratch("groups.sql");
+    std::fs::write(
+        &script,
+        GROUP_SCRIPT.replace("ARRAY[16]", &format!("ARRAY[{GROUP}]")),
+    )?;
+    let (tps, grouped_cpu) = pgbench_with_cpu(ctx, fresh, &script, clients, GROUP).await?;
+    Ok(FilingWrites {
+        one_by_one,
+        grouped: tps * GROUP as f64,
+        grouped_cpu,
+    })
+}
+
+/// [`run_pgbench`], with the CPU of PostgreSQL and of pgbench per unit of
+/// work (`per_transaction` units each) over the run's middle, its first and
+/// last second left out (connecting, and the clients finishing).
+async fn pgbench_with_cpu(
+    ctx: &Ctx,
+    fresh: &FreshDb,
+    script: &std::path::Path,
+    clients: usize,
+    per_transaction: usize,
+) -> Result<(f64, crate::cpu::Usage)> {
+    let run = run_pgbench(ctx, fresh, script, clients);
+    let sample = async {
+        let seconds = u64::from(ctx.plan.raw_seconds);
+        let window = Duration::from_secs(seconds.saturating_sub(2).max(1));
+        tokio::time::sleep(Duration::from_secs(1).min(Duration::from_secs(seconds) / 4)).await;
+        let pgbench = crate::cpu::pids_named("pgbench");
+        let before = crate::cpu::sample(&pgbench);
+        tokio::time::sleep(window.min(Duration::from_secs(seconds) / 2)).await;
+        (before, crate::cpu::sample(&pgbench))
+    };
+    let (tps, (before, after)) = tokio::join!(run, sample);
+    let tps = tps?;
+    let seconds = after.seconds_since(&before);
+    let units = (tps * seconds * per_transaction as f64).round() as usize;
+    Ok((tps, before.until(&after, units)))
 }
 
 async fn run_pgbench(
