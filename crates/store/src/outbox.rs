@@ -150,6 +150,8 @@ pub(crate) async fn queue_emails(
 pub(crate) struct NewEmails {
     items: Vec<OutboxItem>,
     status: OutboxStatus,
+    /// 1 for claimed rows, on their first attempt; 0 for pending ones.
+    attempts: i32,
     next_attempt_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
 }
@@ -160,6 +162,7 @@ impl NewEmails {
         at: DateTime<Utc>,
         claim: Option<std::time::Duration>,
     ) -> Self {
+        let attempts = i32::from(claim.is_some());
         let items = emails
             .into_iter()
             .map(|email| OutboxItem {
@@ -168,8 +171,7 @@ impl NewEmails {
                 recipient: Some(email.to.into()),
                 dedup_key: format!("{}:{}:{}", email.event_id, email.template, email.to),
                 payload: email.payload,
-                // A claimed row is on its first attempt.
-                attempts: i32::from(claim.is_some()),
+                attempts,
             })
             .collect();
         let (status, next_attempt_at) = match claim {
@@ -179,6 +181,7 @@ impl NewEmails {
         Self {
             items,
             status,
+            attempts,
             next_attempt_at,
             created_at: at,
         }
@@ -210,15 +213,19 @@ impl NewEmails {
     pub(crate) fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
         let column = |f: fn(&OutboxItem) -> String| self.items.iter().map(f).collect::<Vec<_>>();
         let ids: Vec<Uuid> = self.items.iter().map(|item| item.id).collect();
-        let attempts = self.items.first().map_or(0, |item| item.attempts);
+        let recipients: Vec<Option<String>> = self
+            .items
+            .iter()
+            .map(|item| item.recipient.clone())
+            .collect();
         query
             .bind(ids)
             .bind(column(|item| item.topic.clone()))
-            .bind(column(|item| item.recipient.clone().unwrap_or_default()))
+            .bind(recipients)
             .bind(column(|item| item.payload.to_string()))
             .bind(column(|item| item.dedup_key.clone()))
             .bind(self.status.as_str())
-            .bind(attempts)
+            .bind(self.attempts)
             .bind(self.next_attempt_at)
             .bind(self.created_at)
     }
