@@ -352,8 +352,9 @@ const REQUESTED: &str = "requested";
 /// column one array parameter (see [`FilingColumns`] and
 /// [`outbox::NewEmails`] for the order). Columns left out are NULL, as
 /// [`request_row`] writes them. Returns the ids of the emails written: those
-/// whose dedup key existed are skipped, as `queue_emails` skips them.
-const INSERT_FILINGS: &str = "\
+/// whose dedup key existed are skipped, as `queue_emails` skips them. Public
+/// for the benchmark, which has PostgreSQL run it without `serve`.
+pub const INSERT_FILINGS: &str = "\
 WITH requests AS (
     INSERT INTO release_requests (id, account_id, phone_number_id, phone_number, reason,
         status, requested_at, requested_by, filed_by_staff_id, early_termination_fee_minor,

@@ -42,7 +42,7 @@ pub use db::{Backend, DbOptions, Pool, connect};
 pub use error::StoreError;
 pub use events::{Actor, EventView};
 pub use execution::{Begin, RELEASE_BATCH_METRIC, ReleaseWork};
-pub use filing::FILING_BATCH_METRIC;
+pub use filing::{FILING_BATCH_METRIC, INSERT_FILINGS};
 pub use idempotency::{KeyClaim, KeyScope, KeyTimes, StoredResponse};
 pub use import::{ImportOutcome, ImportRow};
 pub use numbers::{

@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use releasedesk_store::Pool;
+use releasedesk_store::{INSERT_FILINGS, Pool};
 
 use crate::{
     Ctx,
@@ -101,50 +101,60 @@ UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL WHERE id I
 ";
 
 /// The filings `serve` writes at once at 32 clients (10,000 filings took
-/// ~650 groups), for [`GROUP_SCRIPT`].
+/// ~650 groups), for [`group_script`].
 pub const GROUP: usize = 16;
 
 /// The statements `serve` sends PostgreSQL for a group of [`GROUP`] filings,
-/// as `releasedesk_store`'s filing writer sends them (keep the two alike): the
-/// group's read (`= ANY` of its numbers), the one INSERT of its requests,
-/// events and emails from arrays (committing on its own), and the emails'
-/// "sent" mark as the dispatcher settles them. The first statement stands in
-/// for the customer token look-up; the arrays come from `bench_groups`, made
-/// before the run. Rendering and sending the emails stay out: they are not the
-/// database's work.
-const GROUP_SCRIPT: &str = r"SELECT nums, accounts, e164s, reasons, requested_by, fees, currencies, reqs, evs, emails, topics, recipients, payloads, dedups FROM bench_groups WHERE g = (SELECT nextval('bench_group_seq'))
+/// as `releasedesk_store`'s filing writer sends them: the group's read (`=
+/// ANY` of its numbers; keep it like `filing::candidates_select`), the store's
+/// own [`INSERT_FILINGS`] of its requests, events and emails from arrays
+/// (committing on its own), and the emails' "sent" mark as the dispatcher
+/// settles them. The first statement stands in for the customer token
+/// look-up; the arrays come from `bench_groups`, made before the run.
+/// Rendering and sending the emails stay out: they are not the database's work.
+fn group_script() -> String {
+    const READ: &str = r"SELECT nums, accounts, e164s, reasons, requested_by, fees, currencies, reqs, evs, emails, topics, recipients, payloads, dedups FROM bench_groups WHERE g = (SELECT nextval('bench_group_seq'))
 \gset
 SELECT p.id, p.e164, p.account_id, p.status, p.purchased_at, a.name AS account_name, a.email AS account_email,
     EXISTS (SELECT 1 FROM agent_numbers INNER JOIN agents ON agents.id = agent_numbers.agent_id WHERE agent_numbers.phone_number_id = p.id AND agents.active = TRUE) AS in_use,
     EXISTS (SELECT 1 FROM release_requests WHERE release_requests.phone_number_id = p.id AND CASE WHEN release_requests.status IN ('pending', 'approved', 'releasing') THEN TRUE ELSE FALSE END) AS open
 FROM phone_numbers p LEFT JOIN accounts a ON p.account_id = a.id WHERE p.id = ANY(:nums::uuid[]);
-WITH requests AS (
-    INSERT INTO release_requests (id, account_id, phone_number_id, phone_number, reason,
-        status, requested_at, requested_by, filed_by_staff_id, early_termination_fee_minor,
-        currency, version, updated_at, execution_attempts)
-    SELECT id, account_id, phone_number_id, phone_number, reason, 'pending', requested_at,
-        requested_by, filed_by_staff_id, fee, currency, 1, requested_at, 0
-    FROM unnest(:reqs::uuid[], :accounts::uuid[], :nums::uuid[], :e164s::text[], :reasons::text[],
-        array_fill(now(), ARRAY[16]), :requested_by::text[], array_fill(NULL::uuid, ARRAY[16]), :fees::int8[], :currencies::text[])
-        AS r (id, account_id, phone_number_id, phone_number, reason, requested_at,
-            requested_by, filed_by_staff_id, fee, currency)
-), timeline AS (
-    INSERT INTO release_events (id, request_id, at, kind, actor)
-    SELECT id, request_id, at, 'requested', actor
-    FROM unnest(:evs::uuid[], :reqs::uuid[], array_fill(now(), ARRAY[16]), :requested_by::text[])
-        AS e (id, request_id, at, actor)
-)
-INSERT INTO outbox (id, kind, topic, recipient, payload, dedup_key, status, attempts,
-    next_attempt_at, created_at)
-SELECT id, 'email', topic, recipient, payload::json, dedup_key, 'sending', 1, now() + interval '60 seconds', now()
-FROM unnest(:emails::uuid[], :topics::text[], :recipients::text[], :payloads::text[], :dedups::text[])
-    AS o (id, topic, recipient, payload, dedup_key)
-ON CONFLICT (dedup_key) DO NOTHING
-RETURNING id;
-UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL WHERE id = ANY(:emails::uuid[]);
 ";
+    const SENT: &str = "UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL \
+        WHERE id = ANY(:emails::uuid[]);\n";
+    // INSERT_FILINGS's parameters, last first (so `$1` never matches in `$10`).
+    let each = format!("ARRAY[{GROUP}]");
+    let parameters: [(&str, String); 20] = [
+        ("$20", "now()".into()),
+        ("$19", "now() + interval '60 seconds'".into()),
+        ("$18", "1".into()),
+        ("$17", "'sending'".into()),
+        ("$16", ":dedups".into()),
+        ("$15", ":payloads".into()),
+        ("$14", ":recipients".into()),
+        ("$13", ":topics".into()),
+        ("$12", ":emails".into()),
+        ("$11", ":evs".into()),
+        ("$10", ":currencies".into()),
+        ("$9", ":fees".into()),
+        ("$8", format!("array_fill(NULL::uuid, {each})")),
+        ("$7", ":requested_by".into()),
+        ("$6", format!("array_fill(now(), {each})")),
+        ("$5", ":reasons".into()),
+        ("$4", ":e164s".into()),
+        ("$3", ":nums".into()),
+        ("$2", ":accounts".into()),
+        ("$1", ":reqs".into()),
+    ];
+    let insert = parameters
+        .iter()
+        .fold(INSERT_FILINGS.to_owned(), |sql, (parameter, value)| {
+            sql.replace(parameter, value)
+        });
+    format!("{READ}{insert};\n{SENT}")
+}
 
-/// `bench_groups`: the arrays of [`GROUP_SCRIPT`], one row per group of
+/// `bench_groups`: the arrays of [`group_script`], one row per group of
 /// [`GROUP`] numbers not yet filed (`n` above `from`), ids made up front.
 const GROUPS_TABLE: &str = "CREATE TABLE bench_groups AS \
     WITH f AS (SELECT b.n, (b.n - {from} - 1) / {group} + 1 AS g, p.id AS number_id, \
@@ -181,7 +191,7 @@ const UUID7_FUNCTION: &str = "CREATE FUNCTION bench_uuid7() RETURNS uuid LANGUAG
 pub struct FilingWrites {
     /// Filings per second, one per transaction ([`FILING_SCRIPT`]).
     pub one_by_one: f64,
-    /// Filings per second in groups of [`GROUP`] ([`GROUP_SCRIPT`]).
+    /// Filings per second in groups of [`GROUP`] ([`group_script`]).
     pub grouped: f64,
     /// CPU per filing while grouped, of PostgreSQL and of pgbench (`harness_us`).
     pub grouped_cpu: crate::cpu::Usage,
@@ -229,10 +239,7 @@ async fn measure_filing_writes(ctx: &Ctx, fresh: &FreshDb, clients: usize) -> Re
     exec(&pool, "VACUUM ANALYZE").await?;
     pool.close().await;
     let script = fresh.scratch("groups.sql");
-    std::fs::write(
-        &script,
-        GROUP_SCRIPT.replace("ARRAY[16]", &format!("ARRAY[{GROUP}]")),
-    )?;
+    std::fs::write(&script, group_script())?;
     let (tps, grouped_cpu) = pgbench_with_cpu(ctx, fresh, &script, clients, GROUP).await?;
     Ok(FilingWrites {
         one_by_one,
@@ -341,6 +348,21 @@ async fn sqlite_loop(pool: &sqlx::SqlitePool, clients: usize, seconds: u32) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_group_script_runs_the_stores_statement_with_every_parameter_given() {
+        let script = group_script();
+        assert!(script.contains("INSERT INTO release_requests"), "{script}");
+        let unbound = script
+            .match_indices('$')
+            .filter(|(at, _)| script[at + 1..].starts_with(|c: char| c.is_ascii_digit()))
+            .count();
+        assert_eq!(
+            unbound, 0,
+            "a parameter of INSERT_FILINGS is left:\n{script}"
+        );
+        assert!(script.contains("unnest(:reqs::uuid[], :accounts::uuid[], :nums::uuid[]"));
+    }
 
     #[test]
     fn tps_is_read_from_pgbench_output() {
