@@ -20,6 +20,7 @@ backend_tests!(
     with_the_local_carrier_concurrent_executions_release_once_in_one_commit,
     with_the_local_carrier_a_lapsed_lease_is_taken_over_and_finished,
     a_batch_of_emails_larger_than_one_flush_is_sent_once_and_all_marked,
+    a_dispatcher_keeps_several_smtp_sends_in_flight,
     with_the_local_carrier_releases_that_wait_together_commit_together_each_with_its_own_answer,
     a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job,
     a_process_with_a_dispatcher_writes_its_emails_claimed_and_hands_them_over,
@@ -554,6 +555,46 @@ async fn a_batch_of_emails_larger_than_one_flush_is_sent_once_and_all_marked(app
     );
     assert!(worker.round().await.is_idle(), "nothing left to send");
     assert_eq!(mail.sent().len(), 50);
+}
+
+/// A relay that takes its time per message (here 300 ms) does not make a batch
+/// take that time per email: the dispatcher has several sends in flight, and
+/// still sends each once and marks each sent.
+async fn a_dispatcher_keeps_several_smtp_sends_in_flight(app: TestApp) {
+    use releasedesk_tests::smtp::SmtpServer;
+    let Some(smtp) = SmtpServer::start_slow(Duration::from_millis(300)) else {
+        return;
+    };
+    let acme = app.customer().await;
+    for _ in 0..4 {
+        let number = app.number(&acme).await;
+        app.file_request(&acme, number).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = releasedesk_worker::mail::Mailer::from_settings(
+        Some(&smtp.url()),
+        dir.path(),
+        "ReleaseDesk <no-reply@localhost>",
+    )
+    .unwrap();
+    let worker =
+        app.worker_with_mailer(Arc::new(releasedesk_worker::carrier::LocalCarrier), mailer);
+
+    let round = worker.round().await;
+
+    assert_eq!(round.emails, 8);
+    let deliveries = smtp.deliveries();
+    assert_eq!(deliveries.len(), 8, "each email once");
+    assert!(
+        smtp.most_at_once() >= 2,
+        "sends overlap: at most {} message(s) were waiting for a reply at once",
+        smtp.most_at_once()
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE status = 'sent' AND sent_at IS NOT NULL")
+            .await,
+        8
+    );
 }
 
 /// Releases that queue while the database is busy are carried out in one

@@ -13,7 +13,9 @@ use crate::postgres_required;
 
 /// Binds the port named by its second argument (0: an ephemeral one), prints the
 /// port, and serves until its stdin closes, so it also ends when the test process
-/// dies. A message's `.eml` appears, whole, before the client gets its 250 reply.
+/// dies. A message's `.eml` appears, whole, before the client gets its 250 reply,
+/// which comes after the number of seconds of its third argument. The most
+/// messages it held at once, waiting for that reply, is kept in `most_at_once`.
 const SERVER: &str = r#"
 import asyncio
 import os
@@ -23,9 +25,12 @@ from aiosmtpd.smtp import SMTP
 
 
 class SaveToDirectory:
-    def __init__(self, directory):
+    def __init__(self, directory, delay):
         self.directory = directory
+        self.delay = delay
         self.count = 0
+        self.in_data = 0
+        self.most_at_once = 0
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
@@ -35,11 +40,18 @@ class SaveToDirectory:
         with open(base + ".tmp", "wb") as f:
             f.write(envelope.original_content)
         os.rename(base + ".tmp", base + ".eml")
+        self.in_data += 1
+        if self.in_data > self.most_at_once:
+            self.most_at_once = self.in_data
+            with open(os.path.join(self.directory, "most_at_once"), "w") as f:
+                f.write(str(self.most_at_once))
+        await asyncio.sleep(self.delay)
+        self.in_data -= 1
         return "250 Message accepted for delivery"
 
 
 async def main():
-    handler = SaveToDirectory(sys.argv[1])
+    handler = SaveToDirectory(sys.argv[1], float(sys.argv[3]))
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="localhost"),
@@ -83,6 +95,16 @@ impl SmtpServer {
     /// Like [`SmtpServer::start`], on `port` (0: an ephemeral one), so a test can
     /// bring a server back where a stopped one listened.
     pub fn start_on(port: u16) -> Option<SmtpServer> {
+        Self::start_with(port, Duration::ZERO)
+    }
+
+    /// Like [`SmtpServer::start`], answering each message only `reply_after`
+    /// it arrived, as a busy relay does.
+    pub fn start_slow(reply_after: Duration) -> Option<SmtpServer> {
+        Self::start_with(0, reply_after)
+    }
+
+    fn start_with(port: u16, reply_after: Duration) -> Option<SmtpServer> {
         if let Err(why) = aiosmtpd_available() {
             assert!(
                 !postgres_required(),
@@ -93,10 +115,10 @@ impl SmtpServer {
             );
             return None;
         }
-        Some(Self::launch(port))
+        Some(Self::launch(port, reply_after))
     }
 
-    fn launch(port: u16) -> SmtpServer {
+    fn launch(port: u16, reply_after: Duration) -> SmtpServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let script = dir.path().join("smtp_server.py");
         std::fs::write(&script, SERVER).expect("write the SMTP server script");
@@ -106,6 +128,7 @@ impl SmtpServer {
             .arg(&script)
             .arg(&messages)
             .arg(port.to_string())
+            .arg(reply_after.as_secs_f64().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -160,6 +183,13 @@ impl SmtpServer {
             .collect();
         names.sort();
         names.iter().map(|path| read_delivery(path)).collect()
+    }
+
+    /// The most messages the server held at once before replying (0: none yet).
+    pub fn most_at_once(&self) -> usize {
+        std::fs::read_to_string(self.messages.join("most_at_once"))
+            .map(|n| n.trim().parse().expect("a count"))
+            .unwrap_or(0)
     }
 
     /// Stops the server now; its port refuses connections afterwards.

@@ -339,13 +339,15 @@ impl Worker {
         }
     }
 
-    /// Sends a batch of emails, one after another, marking them sent in one
-    /// statement per [`SENT_FLUSH`] emails rather than one commit each: first
-    /// those this process wrote claimed for itself, then as many as it can claim
-    /// of the rest. A crash between a send and its mark re-sends that email after
-    /// the lease (with the same Message-ID, so the receiving side can drop the
-    /// copy).
+    /// Sends a batch of emails, [`SEND_CONCURRENCY`] at a time, marking them
+    /// sent in one statement per [`SENT_FLUSH`] emails rather than one commit
+    /// each: first those this process wrote claimed for itself, then as many as
+    /// it can claim of the rest. A crash between a send and its mark re-sends
+    /// that email after the lease (with the same Message-ID, so the receiving
+    /// side can drop the copy).
     async fn dispatch_emails(&self) -> Result<usize, StoreError> {
+        use futures::StreamExt as _;
+
         let batch = self.config.batch_size;
         let mut items = self
             .store
@@ -365,11 +367,20 @@ impl Worker {
                 Err(error) => return Err(error),
             }
         }
+        // Started in order, settled in order; while one waits on its SMTP
+        // reply (or its file write), the next ones are rendered and sent.
+        let count = items.len();
+        let mut outcomes = futures::stream::iter(items)
+            .map(|item| async move {
+                let outcome = send_email(&self.mailer, &self.config.mail, &item).await;
+                (item, outcome)
+            })
+            .buffered(SEND_CONCURRENCY);
         let mut sent = Vec::with_capacity(SENT_FLUSH);
-        for item in &items {
-            match send_email(&self.mailer, &self.config.mail, item).await {
+        while let Some((item, outcome)) = outcomes.next().await {
+            match outcome {
                 Ok(()) => sent.push(item.id),
-                Err(error) => self.settle_failed(item, error).await?,
+                Err(error) => self.settle_failed(&item, error).await?,
             }
             if sent.len() == SENT_FLUSH {
                 self.settle_sent("email", &sent).await?;
@@ -377,7 +388,7 @@ impl Worker {
             }
         }
         self.settle_sent("email", &sent).await?;
-        Ok(items.len())
+        Ok(count)
     }
 
     /// Marks delivered rows sent (and counts them; no metric for none).
@@ -427,6 +438,11 @@ pub const EMAIL_LINGER: Duration = Duration::from_millis(25);
 
 /// Emails sent before their rows are marked, at most.
 const SENT_FLUSH: usize = 32;
+
+/// Emails one dispatcher has in flight at once: SMTP replies (milliseconds
+/// each) overlap instead of adding up, within what a relay accepts from one
+/// client (lettre's pool opens up to 10 connections).
+const SEND_CONCURRENCY: usize = 8;
 
 /// The request an `execute_release` row is about.
 fn release_target(item: &OutboxItem) -> Result<Uuid, JobError> {
