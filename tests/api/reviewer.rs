@@ -665,7 +665,7 @@ async fn queue_is_served_by_the_status_index(app: TestApp) {
             .unwrap()
             .join("\n");
         let indexed = plan.contains("idx_release_requests_status")
-            || plan.contains("idx_release_requests_claimed");
+            || plan.contains("idx_release_requests_claimer");
         assert!(
             indexed && !plan.contains("Seq Scan") && !plan.contains("SCAN release_requests"),
             "{filter:?}:\n{plan}"

@@ -287,7 +287,14 @@ const ADOPTED_AT_MOST: usize = 1_000;
 
 /// Rows not yet delivered (pending, or claimed and maybe abandoned), spelled
 /// as the partial index `idx_outbox_undelivered` spells it.
-const UNDELIVERED: &str = "status IN ('pending', 'sending')";
+pub(crate) const UNDELIVERED: &str = "status IN ('pending', 'sending')";
+
+/// `status = '<status>'`, a literal: as parameters, neither database can see
+/// which partial index (`idx_outbox_undelivered`, `idx_outbox_dead`) applies.
+pub(crate) fn status_is(status: OutboxStatus) -> sea_orm::sea_query::SimpleExpr {
+    // `as_str` is one of four fixed words: nothing to quote.
+    sea_orm::sea_query::Expr::cust(format!("status = '{}'", status.as_str()))
+}
 
 /// One outbox row handed to a dispatcher.
 #[derive(Debug, Clone, PartialEq)]
@@ -571,8 +578,8 @@ impl crate::Store {
         status: OutboxStatus,
         page: crate::PageRequest,
     ) -> Result<crate::Page<OutboxView>, StoreError> {
-        use sea_orm::{ColumnTrait, QueryFilter};
-        let query = outbox::Entity::find().filter(outbox::Column::Status.eq(status.as_str()));
+        use sea_orm::QueryFilter;
+        let query = outbox::Entity::find().filter(status_is(status));
         let page =
             crate::paging::by_id(&self.db, query, outbox::Column::Id, &page, |r| r.id).await?;
         Ok(page.map(|row| OutboxView {

@@ -71,17 +71,26 @@ impl Store {
             OutboxStatus::Sending,
             OutboxStatus::Dead,
         ];
-        let rows: Vec<(String, String, i64)> = outbox::Entity::find()
-            .select_only()
-            .column(outbox::Column::Kind)
-            .column(outbox::Column::Status)
-            .column_as(outbox::Column::Id.count(), "n")
-            .filter(outbox::Column::Status.is_in(backlog.map(OutboxStatus::as_str)))
-            .group_by(outbox::Column::Kind)
-            .group_by(outbox::Column::Status)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
+        // One statement per partial index (undelivered rows, dead rows): never
+        // through the sent history, and SQLite would not combine the two.
+        let mut rows: Vec<(String, String, i64)> = Vec::new();
+        for rows_of in [
+            Expr::cust(crate::outbox::UNDELIVERED),
+            crate::outbox::status_is(OutboxStatus::Dead),
+        ] {
+            let counted: Vec<(String, String, i64)> = outbox::Entity::find()
+                .select_only()
+                .column(outbox::Column::Kind)
+                .column(outbox::Column::Status)
+                .column_as(outbox::Column::Id.count(), "n")
+                .filter(rows_of)
+                .group_by(outbox::Column::Kind)
+                .group_by(outbox::Column::Status)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            rows.extend(counted);
+        }
         let mut outbox = Vec::new();
         for kind in ["email", "job"] {
             for status in backlog {
