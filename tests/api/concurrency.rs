@@ -14,6 +14,7 @@ backend_tests!(
     thirty_two_concurrent_writers_all_succeed,
     filings_that_wait_together_commit_together_each_with_its_own_answer,
     groups_look_their_ids_up_rather_than_walk_a_status,
+    the_outbox_backlog_is_counted_without_reading_sent_history,
 );
 
 /// PostgreSQL plans each statement for its parameters on the store's
@@ -309,4 +310,56 @@ async fn groups_look_their_ids_up_rather_than_walk_a_status(app: TestApp) {
             );
         }
     }
+}
+
+/// The backlog counts of `/metrics` read the partial indexes of undelivered and
+/// of dead rows, never every email ever sent (migration 6 dropped the index of
+/// all statuses that served them).
+async fn the_outbox_backlog_is_counted_without_reading_sent_history(app: TestApp) {
+    let statuses =
+        "CASE WHEN i % 500 = 0 THEN 'dead' WHEN i % 499 = 0 THEN 'pending' ELSE 'sent' END";
+    let series = match app.backend() {
+        releasedesk_store::Backend::Postgres => format!(
+            "SELECT gen_random_uuid(), 'email', 'request_filed', 'a@example.com', '{{}}', 'history-' || i, \
+             {statuses}, 1, now(), now() FROM generate_series(1, 20000) AS i"
+        ),
+        releasedesk_store::Backend::Sqlite => format!(
+            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 20000) \
+             SELECT randomblob(16), 'email', 'request_filed', 'a@example.com', '{{}}', 'history-' || i, \
+             {statuses}, 1, '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00' FROM s"
+        ),
+    };
+    app.execute(&format!(
+        "INSERT INTO outbox (id, kind, topic, recipient, payload, dedup_key, status, attempts, \
+         next_attempt_at, created_at) {series}"
+    ))
+    .await;
+    app.execute("ANALYZE").await;
+
+    let plans = app.store.backlog_plans().await.unwrap();
+
+    assert_eq!(plans.len(), 2);
+    for (plan, index) in plans
+        .iter()
+        .zip(["idx_outbox_undelivered", "idx_outbox_dead"])
+    {
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(index)
+                && !plan.contains("Seq Scan on outbox")
+                && !plan.contains("SCAN outbox\n")
+                && !plan.ends_with("SCAN outbox"),
+            "{index}:\n{plan}"
+        );
+    }
+    let stats = app.store.queue_stats().await.unwrap();
+    let count = |status: releasedesk_store::OutboxStatus| {
+        stats
+            .outbox
+            .iter()
+            .find(|(kind, s, _)| kind == "email" && *s == status)
+            .map(|(_, _, n)| *n)
+    };
+    assert_eq!(count(releasedesk_store::OutboxStatus::Dead), Some(40));
+    assert_eq!(count(releasedesk_store::OutboxStatus::Pending), Some(40));
 }

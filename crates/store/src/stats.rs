@@ -71,25 +71,14 @@ impl Store {
             OutboxStatus::Sending,
             OutboxStatus::Dead,
         ];
-        // One statement per partial index (undelivered rows, dead rows): never
-        // through the sent history, and SQLite would not combine the two.
         let mut rows: Vec<(String, String, i64)> = Vec::new();
-        for rows_of in [
-            Expr::cust(crate::outbox::UNDELIVERED),
-            crate::outbox::status_is(OutboxStatus::Dead),
-        ] {
-            let counted: Vec<(String, String, i64)> = outbox::Entity::find()
-                .select_only()
-                .column(outbox::Column::Kind)
-                .column(outbox::Column::Status)
-                .column_as(outbox::Column::Id.count(), "n")
-                .filter(rows_of)
-                .group_by(outbox::Column::Kind)
-                .group_by(outbox::Column::Status)
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            rows.extend(counted);
+        for counts in backlog_counts() {
+            rows.extend(
+                counts
+                    .into_tuple::<(String, String, i64)>()
+                    .all(&self.db)
+                    .await?,
+            );
         }
         let mut outbox = Vec::new();
         for kind in ["email", "job"] {
@@ -108,4 +97,38 @@ impl Store {
             outbox,
         })
     }
+}
+
+impl Store {
+    /// The plans of the outbox's backlog counts, one per statement, for tests
+    /// and operators to see that they read the partial indexes of undelivered
+    /// and dead rows, not the history of sent ones.
+    pub async fn backlog_plans(&self) -> Result<Vec<Vec<String>>, StoreError> {
+        use sea_orm::QueryTrait;
+        let backend = self.db.get_database_backend();
+        let mut plans = Vec::new();
+        for counts in backlog_counts() {
+            plans.push(self.plan(counts.build(backend)).await?);
+        }
+        Ok(plans)
+    }
+}
+
+/// Outbox rows by kind and status, one statement per partial index
+/// (undelivered rows, dead rows): SQLite would not combine the two.
+fn backlog_counts() -> [sea_orm::Select<outbox::Entity>; 2] {
+    [
+        Expr::cust(crate::outbox::UNDELIVERED),
+        crate::outbox::status_is(OutboxStatus::Dead),
+    ]
+    .map(|rows_of| {
+        outbox::Entity::find()
+            .select_only()
+            .column(outbox::Column::Kind)
+            .column(outbox::Column::Status)
+            .column_as(outbox::Column::Id.count(), "n")
+            .filter(rows_of)
+            .group_by(outbox::Column::Kind)
+            .group_by(outbox::Column::Status)
+    })
 }
