@@ -36,6 +36,7 @@ const DOWN: &[&str] = &[
     "CREATE INDEX idx_outbox_due ON outbox (status, next_attempt_at)",
     "DROP INDEX IF EXISTS idx_outbox_dead",
 ];
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {

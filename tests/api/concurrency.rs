@@ -343,14 +343,12 @@ async fn the_outbox_backlog_is_counted_without_reading_sent_history(app: TestApp
         .iter()
         .zip(["idx_outbox_undelivered", "idx_outbox_dead"])
     {
+        // SQLite says `SCAN outbox` for a walk of the table, with nothing after.
+        let walks_the_table = plan
+            .iter()
+            .any(|step| step.contains("Seq Scan on outbox") || step.ends_with("SCAN outbox"));
         let plan = plan.join("\n");
-        assert!(
-            plan.contains(index)
-                && !plan.contains("Seq Scan on outbox")
-                && !plan.contains("SCAN outbox\n")
-                && !plan.ends_with("SCAN outbox"),
-            "{index}:\n{plan}"
-        );
+        assert!(plan.contains(index) && !walks_the_table, "{index}:\n{plan}");
     }
     let stats = app.store.queue_stats().await.unwrap();
     let count = |status: releasedesk_store::OutboxStatus| {

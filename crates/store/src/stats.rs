@@ -97,9 +97,7 @@ impl Store {
             outbox,
         })
     }
-}
 
-impl Store {
     /// The plans of the outbox's backlog counts, one per statement, for tests
     /// and operators to see that they read the partial indexes of undelivered
     /// and dead rows, not the history of sent ones.
