@@ -35,6 +35,44 @@ async fn postgres_connections_plan_each_statement_for_its_parameters() {
     assert_eq!(mode, "force_custom_plan");
 }
 
+/// A plan comes from the schema as it is now, on whichever of the pool's
+/// connections it runs. SQLite checks a connection's cached schema when a
+/// statement starts reading, which `EXPLAIN QUERY PLAN` never does: a
+/// connection idle since before a schema change (a migration run on another
+/// connection) would explain with indexes that are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_plans_see_the_schema_changed_on_another_connection() {
+    let app = TestApp::sqlite().await;
+    let releasedesk_store::Pool::Sqlite(pool) = app.store.pool() else {
+        panic!("a SQLite app without a SQLite pool");
+    };
+    // Every connection the pool holds reads (and caches) the schema as it is.
+    let mut held = Vec::new();
+    for _ in 0..pool.size().max(2) {
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("SELECT count(*) FROM outbox")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        held.push(conn);
+    }
+    // One of them changes the schema and stays out of the pool; the others,
+    // back in it, still cache the index.
+    let mut changer = held.pop().unwrap();
+    drop(held);
+    sqlx::query("DROP INDEX idx_outbox_dead")
+        .execute(&mut *changer)
+        .await
+        .unwrap();
+
+    let plans = app.store.backlog_plans().await.unwrap();
+
+    let dead = plans[1].join("\n");
+    assert!(!dead.contains("idx_outbox_dead"), "{dead}");
+    assert!(dead.contains("outbox"), "{dead}");
+    drop(changer);
+}
+
 /// On a current-thread runtime every look-up below is queued before the reader
 /// task runs, so how they group does not depend on timing.
 mod token_lookups_that_arrive_together_share_one_statement {

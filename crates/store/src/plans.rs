@@ -2,7 +2,7 @@
 //! operators and tests to see that they are (`EXPLAIN QUERY PLAN` on SQLite,
 //! `EXPLAIN` on PostgreSQL, one line per step).
 
-use sea_orm::{ConnectionTrait, QueryTrait, Statement};
+use sea_orm::{ConnectionTrait, QueryTrait, Statement, TransactionTrait};
 use uuid::Uuid;
 
 use crate::{Backend, Store, StoreError, execution, filing};
@@ -43,7 +43,17 @@ impl Store {
             format!("{explain} {}", statement.sql),
             statement.values.map(|v| v.0).unwrap_or_default(),
         );
-        let rows = self.db.query_all_raw(explained).await?;
+        // One connection for both statements. SQLite checks a connection's
+        // cached schema when a statement starts reading, which EXPLAIN QUERY
+        // PLAN does not: without the read first, a connection idle since a
+        // schema change on another (a migration) explains with what is gone.
+        let txn = self.db.begin().await?;
+        if self.backend() == Backend::Sqlite {
+            txn.execute_unprepared("SELECT count(*) FROM sqlite_schema")
+                .await?;
+        }
+        let rows = txn.query_all_raw(explained).await?;
+        txn.commit().await?;
         rows.iter()
             .map(|row| row.try_get::<String>("", column).map_err(StoreError::from))
             .collect()
