@@ -73,6 +73,54 @@ async fn sqlite_plans_see_the_schema_changed_on_another_connection() {
     drop(changer);
 }
 
+/// SQLite's write-ahead log reaches the database file through the store's own
+/// checkpoints, in the background: no commit pays for one (SQLite's default
+/// has the commit that takes the log past 1,000 pages copy it), and a few
+/// commits far below that threshold are copied all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_run_in_the_background() {
+    let app = TestApp::sqlite().await;
+    let releasedesk_store::Pool::Sqlite(pool) = app.store.pool() else {
+        panic!("a SQLite app without a SQLite pool");
+    };
+    let threshold: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(threshold, 0, "commits must not checkpoint");
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let before = size();
+
+    // About 25 pages of new rows: in the log only, until a checkpoint copies them.
+    sqlx::query("CREATE TABLE scratch (payload BLOB NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) \
+             INSERT INTO scratch SELECT randomblob(1000) FROM n",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while size() <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the database file stayed at {before} bytes: nothing checkpointed the log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// On a current-thread runtime every look-up below is queued before the reader
 /// task runs, so how they group does not depend on timing.
 mod token_lookups_that_arrive_together_share_one_statement {

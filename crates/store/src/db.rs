@@ -107,8 +107,10 @@ impl Pool {
 
 /// Opens the pool. SQLite is tuned for concurrent writers: WAL, a generous
 /// `busy_timeout`, `synchronous=NORMAL` (durable in WAL mode up to the last
-/// checkpointed commit), foreign keys on; write transactions begin IMMEDIATE (see
-/// [`begin_write`]) so writers queue on the lock instead of failing on upgrade.
+/// checkpointed commit), foreign keys on, checkpoints in the background rather
+/// than in commits (see [`checkpoint_wal`]); write transactions begin IMMEDIATE
+/// (see [`begin_write`]) so writers queue on the lock instead of failing on
+/// upgrade.
 ///
 /// PostgreSQL connections plan every statement for its parameters
 /// (`plan_cache_mode = force_custom_plan`). By default a prepared statement
@@ -130,13 +132,15 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(options.busy_timeout)
                 .foreign_keys(true)
-                .pragma("temp_store", "memory");
+                .pragma("temp_store", "memory")
+                .pragma("wal_autocheckpoint", "0");
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await
                 .map_err(StoreError::from_sqlx)?;
+            tokio::spawn(checkpoint_wal(pool.clone()));
             Ok(Pool::Sqlite(pool))
         }
         Some(Backend::Postgres) => {
@@ -154,6 +158,39 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
         None => Err(StoreError::Config(
             "DATABASE_URL must start with sqlite: or postgres:".into(),
         )),
+    }
+}
+
+/// How often [`checkpoint_wal`] copies SQLite's write-ahead log into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Copies SQLite's write-ahead log into the database file every
+/// [`CHECKPOINT_EVERY`], on a pooled connection, until the pool closes.
+///
+/// SQLite's default (`wal_autocheckpoint = 1000`) has the commit that takes the
+/// log past 1,000 pages do the copy and its syncs before it returns, so one
+/// filing or release in every few dozen waited for it, and the copy grew with
+/// the number of distinct pages a history spreads writes over. Here no commit
+/// waits, and a page written by many commits in between is copied once.
+/// `PASSIVE` never blocks writers or readers: frames a reader still needs are
+/// left for the next round. Measured in docs/BENCHMARKS.md.
+async fn checkpoint_wal(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(%error, "SQLite checkpoint failed");
+        }
     }
 }
 
