@@ -8,6 +8,7 @@ mod m20261123_000003_idempotency;
 mod m20261123_000004_outbox_notify;
 mod m20261123_000005_outbox_due_by_kind;
 mod m20261202_000006_partial_indexes;
+mod m20261204_000007_assigned_numbers;
 
 pub use m20261123_000004_outbox_notify::CHANNEL as OUTBOX_CHANNEL;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_outbox_notify::Migration),
             Box::new(m20261123_000005_outbox_due_by_kind::Migration),
             Box::new(m20261202_000006_partial_indexes::Migration),
+            Box::new(m20261204_000007_assigned_numbers::Migration),
         ]
     }
 }

@@ -182,3 +182,26 @@ async fn preview_names_the_agents_that_block(app: TestApp) {
     assert_eq!(blocker["agent_ids"], json!([agent]));
     assert!(blocker["message"].as_str().unwrap().contains("Night shift"));
 }
+
+/// An account's numbers are found through the indexes by account, which hold
+/// only numbers that have one (migration 7): those it owns through
+/// `idx_phone_numbers_assigned`, those it released through
+/// `idx_phone_numbers_released_by`; never by walking every number. SQLite
+/// only: its plan here does not depend on statistics, PostgreSQL's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_numbers_are_found_through_the_indexes_by_account() {
+    let app = TestApp::sqlite().await;
+    let acme = app.customer().await;
+    app.number(&acme).await;
+
+    let plan = app
+        .store
+        .numbers_plan(acme.account_id)
+        .await
+        .unwrap()
+        .join("\n");
+
+    assert!(plan.contains("idx_phone_numbers_assigned"), "{plan}");
+    assert!(plan.contains("idx_phone_numbers_released_by"), "{plan}");
+    assert!(!plan.contains("SCAN phone_numbers"), "{plan}");
+}

@@ -343,6 +343,19 @@ impl Store {
         })
     }
 
+    /// The database's plan for the first page of [`Store::list_numbers`], one
+    /// line per step: for operators and tests to see that an account's numbers
+    /// are found through the indexes by account, never by walking the table.
+    pub async fn numbers_plan(&self, account_id: Uuid) -> Result<Vec<String>, StoreError> {
+        use sea_orm::{QueryOrder, QuerySelect, QueryTrait};
+        let statement = phone_number::Entity::find()
+            .filter(visible_to(account_id))
+            .order_by_asc(phone_number::Column::Id)
+            .limit(PageRequest::DEFAULT_LIMIT)
+            .build(self.db.get_database_backend());
+        self.plan(statement).await
+    }
+
     pub async fn get_number(
         &self,
         account_id: Uuid,
