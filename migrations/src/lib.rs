@@ -28,3 +28,13 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+/// Runs `statements` in order, for migrations written as fixed SQL that both
+/// databases accept.
+async fn run_statements(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for statement in statements {
+        db.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
