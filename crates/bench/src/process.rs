@@ -98,7 +98,12 @@ pub fn environment(fresh: &FreshDb) -> Vec<(String, String)> {
             "RELEASEDESK__RATE_LIMIT__BURST".to_owned(),
             "1000000".to_owned(),
         ),
-        ("RUST_LOG".to_owned(), "warn".to_owned()),
+        // `BENCH_RUST_LOG` to look inside a run (e.g. `sqlx::query=debug` times
+        // every statement); logging costs time, so never for figures quoted.
+        (
+            "RUST_LOG".to_owned(),
+            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        ),
         ("NO_COLOR".to_owned(), "1".to_owned()),
     ];
     for passed in ["PATH", "HOME", "TMPDIR"] {
@@ -115,6 +120,11 @@ pub struct Service {
     child: Option<Child>,
     pub pid: u32,
     pub base_url: Option<String>,
+    /// When it said it was ready (listening, or the worker running).
+    pub ready_at: chrono::DateTime<chrono::Utc>,
+    /// From the spawn to that moment: connecting, migrations and the queue's
+    /// setup.
+    pub start_up: Duration,
     role: Role,
     log: PathBuf,
 }
@@ -132,6 +142,7 @@ impl Service {
             uuid::Uuid::new_v4().simple()
         ));
         let stderr = std::fs::File::create(&log).context("create a process log")?;
+        let spawned = std::time::Instant::now();
         let mut child = Command::new(binary)
             .args(role.args())
             .env_clear()
@@ -177,6 +188,7 @@ impl Service {
                 tail(&log)
             ),
         };
+        let (ready_at, start_up) = (chrono::Utc::now(), spawned.elapsed());
         let Some(base_url) = base_url else {
             bail!(
                 "releasedesk {} closed its output before it was ready; log:\n{}",
@@ -188,6 +200,8 @@ impl Service {
             child: Some(child),
             pid,
             base_url,
+            ready_at,
+            start_up,
             role,
             log,
         })
