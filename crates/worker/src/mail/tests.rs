@@ -352,3 +352,46 @@ fn a_rendered_email_debugs_without_its_body() {
     let debug = format!("{:?}", rendered("request_cancelled"));
     assert!(!debug.contains("two-factor"), "{debug}");
 }
+
+/// The headers and body of the part of `raw` whose Content-Type is `content_type`.
+fn part<'a>(raw: &'a str, content_type: &str) -> (&'a str, &'a str) {
+    let start = raw
+        .find(&format!("Content-Type: {content_type}"))
+        .unwrap_or_else(|| panic!("no {content_type} part in {raw}"));
+    let (head, rest) = raw[start..].split_once("\r\n\r\n").unwrap();
+    let body = rest.split("\r\n--").next().unwrap();
+    (head, body)
+}
+
+#[test]
+fn the_html_part_is_base64_of_the_rendered_html_and_the_text_part_stays_readable() {
+    use base64::Engine as _;
+
+    let mut payload = payload("request_filed");
+    payload["reason"] = json!("Déménagement: the line moves to our new office in Zürich.");
+    let email = render("request_filed", &payload, &ctx()).unwrap();
+    let (mailer, _) = Mailer::memory();
+    let raw = mailer
+        .message("owner@example.com", &email, "filed/1")
+        .unwrap()
+        .formatted();
+    let raw = String::from_utf8(raw).unwrap();
+
+    let (head, body) = part(&raw, "text/html; charset=utf-8");
+    assert!(head.contains("Content-Transfer-Encoding: base64"), "{head}");
+    assert!(body.lines().all(|line| line.len() <= 76), "{body}");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(body.replace("\r\n", ""))
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(decoded).unwrap(),
+        email.html.replace('\n', "\r\n")
+    );
+
+    let (head, body) = part(&raw, "text/plain; charset=utf-8");
+    assert!(
+        head.contains("Content-Transfer-Encoding: quoted-printable"),
+        "{head}"
+    );
+    assert!(body.contains(NUMBER), "{body}");
+}
