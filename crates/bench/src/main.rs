@@ -304,6 +304,14 @@ async fn one_run(ctx: &Ctx) -> Report {
                         row.target = Some(Target::Ratio(Bound::AtLeast(0.4)));
                     }
                 }
+                let alone = format!("{clients} clients, {}: throughput", filing::API_ALONE);
+                if let Some(row) = report
+                    .rows
+                    .iter_mut()
+                    .find(|r| r.backend == label && r.stage == "filing" && r.metric == alone)
+                {
+                    row.ratio = Some(("API/raw", row.value / raw));
+                }
             }
         }
         if db == Db::Postgres

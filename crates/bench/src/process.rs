@@ -57,6 +57,8 @@ pub fn profile() -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Serve,
+    /// The customer API without a worker.
+    Api,
     Reviewer,
     Worker,
 }
@@ -65,6 +67,7 @@ impl Role {
     fn args(self) -> &'static [&'static str] {
         match self {
             Role::Serve => &["serve", "--addr", "127.0.0.1:0"],
+            Role::Api => &["api", "--addr", "127.0.0.1:0"],
             Role::Reviewer => &["reviewer", "--addr", "127.0.0.1:0"],
             Role::Worker => &["worker"],
         }
@@ -73,6 +76,7 @@ impl Role {
     fn name(self) -> &'static str {
         match self {
             Role::Serve => "serve",
+            Role::Api => "api",
             Role::Reviewer => "reviewer",
             Role::Worker => "worker",
         }

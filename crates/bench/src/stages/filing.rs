@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
-use releasedesk_store::Pool;
+use anyhow::{Context as _, Result};
+use releasedesk_store::{FILING_BATCH_METRIC, Pool, TOKEN_LOOKUP_BATCH_METRIC};
 
 use crate::{
     Ctx, cpu,
@@ -12,7 +12,7 @@ use crate::{
     load,
     process::{self, Role, Service},
     report::{Bound, Report, Row, Target},
-    seed::Fixture,
+    seed::{Fixture, SeededNumber},
 };
 
 /// The client counts of a full run.
@@ -37,60 +37,36 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
     let warmup = 50;
     let per_level = ctx.plan.filings;
     let numbers = fixture
-        .numbers(warmup + per_level * ctx.clients.len())
+        .numbers(2 * warmup + per_level * (ctx.clients.len() + 1))
         .await?;
+    let (warmup_numbers, numbers) = numbers.split_at(warmup);
+    let (numbers, alone_numbers) = numbers.split_at(per_level * ctx.clients.len());
+    let mut levels = numbers.chunks(per_level);
 
     let serve = Service::start(&ctx.binary, Role::Serve, &vars, fresh.path()).await?;
     let base = serve.url("");
     let idle = serve.peak_rss_mib()?;
     let http = load::client(64)?;
-    load::file_requests(&http, &base, &numbers[..warmup], &fixture.tokens, 4).await?;
+    load::file_requests(&http, &base, warmup_numbers, &fixture.tokens, 4).await?;
     emails_sent(&pool).await?;
 
     let mut throughputs = Vec::new();
-    for (i, &clients) in ctx.clients.iter().enumerate() {
-        let start = warmup + i * per_level;
-        let slice = &numbers[start..start + per_level];
+    for &clients in &ctx.clients {
+        let slice = levels.next().context("a level's numbers")?;
         eprintln!("  {label}: filing {per_level} requests with {clients} clients");
-        let before = cpu::sample(&[serve.pid]);
-        let outcome = load::file_requests(&http, &base, slice, &fixture.tokens, clients).await?;
+        let level = Level {
+            label,
+            fresh,
+            http: &http,
+            service: &serve,
+            tokens: &fixture.tokens,
+            clients,
+            name: format!("{clients} clients"),
+        };
         // Each level starts with the emails of the earlier ones sent, and its CPU
         // per filing includes sending the filing's own two.
-        emails_sent(&pool).await?;
-        let usage = before.until(&cpu::sample(&[serve.pid]), slice.len());
-        let rps = outcome.per_second();
+        let rps = level.measure(slice, Some(&pool), report).await?;
         throughputs.push((clients, rps));
-        let mut row =
-            Row::new(label, "filing", format!("{clients} clients: throughput")).value(rps, "req/s");
-        if clients == 32 && fresh.db == Db::Sqlite {
-            row = row.target(Target::Value(Bound::AtLeast(3000.0)));
-        }
-        report.push(row);
-        report.push(
-            Row::new(label, "filing", format!("{clients} clients: p50"))
-                .value(load::ms(&outcome.latencies, 0.50), "ms"),
-        );
-        let p99 = Row::new(label, "filing", format!("{clients} clients: p99"))
-            .value(load::ms(&outcome.latencies, 0.99), "ms");
-        report.push(if clients == 32 {
-            p99.target(Target::Value(Bound::AtMost(25.0)))
-        } else {
-            p99
-        });
-        report.push(
-            Row::new(label, "filing", format!("{clients} clients: max"))
-                .value(load::max_ms(&outcome.latencies), "ms"),
-        );
-        cpu::Rows {
-            label,
-            stage: "filing",
-            prefix: format!("{clients} clients"),
-            unit: "filing",
-            servers: Some("serve"),
-            harness: Some("load generator"),
-            postgres: fresh.db == Db::Postgres,
-        }
-        .push(report, &usage);
     }
     let loaded = serve.peak_rss_mib()?;
     report.push(
@@ -103,14 +79,163 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
             .value(loaded, "MiB")
             .target(Target::Value(Bound::AtMost(150.0))),
     );
-    let errors = serve.logged_errors();
+    let mut errors = serve.logged_errors();
     serve.stop().await?;
+
+    // The same load on the customer API alone: what filing costs without the
+    // email delivery `serve` does beside it (in production a worker process,
+    // possibly on another host). The emails stay queued.
+    if let Some(&clients) = ctx.clients.iter().max() {
+        let (warmup_numbers, slice) = alone_numbers.split_at(warmup);
+        let api = Service::start(&ctx.binary, Role::Api, &vars, fresh.path()).await?;
+        let api_base = api.url("");
+        load::file_requests(&http, &api_base, warmup_numbers, &fixture.tokens, 4).await?;
+        eprintln!("  {label}: filing {per_level} requests with {clients} clients, api alone");
+        let level = Level {
+            label,
+            fresh,
+            http: &http,
+            service: &api,
+            tokens: &fixture.tokens,
+            clients,
+            name: format!("{clients} clients, {API_ALONE}"),
+        };
+        level.measure(slice, None, report).await?;
+        errors.extend(api.logged_errors());
+        api.stop().await?;
+    }
     pool.close().await;
     fixture.tokens.clear();
     if !errors.is_empty() {
         anyhow::bail!("serve logged errors:\n{}", errors.join("\n"));
     }
     Ok(throughputs)
+}
+
+/// How the rows of the level on the customer API alone are named.
+pub const API_ALONE: &str = "api alone (emails left queued)";
+
+/// One level of filings through one process.
+struct Level<'a> {
+    label: &'static str,
+    fresh: &'a FreshDb,
+    http: &'a reqwest::Client,
+    service: &'a Service,
+    tokens: &'a [String],
+    clients: usize,
+    /// What its rows are called: "32 clients".
+    name: String,
+}
+
+impl Level<'_> {
+    /// Files a request for each of `numbers`, then (given the pool) waits until
+    /// every email is sent; pushes the level's rows and returns its throughput.
+    async fn measure(
+        &self,
+        numbers: &[SeededNumber],
+        emails_of: Option<&Pool>,
+        report: &mut Report,
+    ) -> Result<f64> {
+        let (label, name) = (self.label, &self.name);
+        let base = self.service.url("");
+        let before = cpu::sample(&[self.service.pid]);
+        let groups_before = Groups::scrape(self.http, &base).await?;
+        let outcome =
+            load::file_requests(self.http, &base, numbers, self.tokens, self.clients).await?;
+        if let Some(pool) = emails_of {
+            emails_sent(pool).await?;
+        }
+        let usage = before.until(&cpu::sample(&[self.service.pid]), numbers.len());
+        let groups = Groups::scrape(self.http, &base)
+            .await?
+            .since(&groups_before);
+        let rps = outcome.per_second();
+        let alone = emails_of.is_none();
+        let mut row = Row::new(label, "filing", format!("{name}: throughput")).value(rps, "req/s");
+        if self.clients == 32 && self.fresh.db == Db::Sqlite && !alone {
+            row = row.target(Target::Value(Bound::AtLeast(3000.0)));
+        }
+        report.push(row);
+        report.push(
+            Row::new(label, "filing", format!("{name}: p50"))
+                .value(load::ms(&outcome.latencies, 0.50), "ms"),
+        );
+        let p99 = Row::new(label, "filing", format!("{name}: p99"))
+            .value(load::ms(&outcome.latencies, 0.99), "ms");
+        report.push(if self.clients == 32 && !alone {
+            p99.target(Target::Value(Bound::AtMost(25.0)))
+        } else {
+            p99
+        });
+        report.push(
+            Row::new(label, "filing", format!("{name}: max"))
+                .value(load::max_ms(&outcome.latencies), "ms"),
+        );
+        for (what, (requests, statements)) in [
+            ("filings per write", groups.filings),
+            ("token look-ups per statement", groups.token_lookups),
+        ] {
+            report.push(
+                Row::new(label, "filing", format!("{name}: {what}"))
+                    .value(requests / statements.max(1.0), ""),
+            );
+        }
+        cpu::Rows {
+            label,
+            stage: "filing",
+            prefix: name.clone(),
+            unit: "filing",
+            servers: Some(if alone { "api" } else { "serve" }),
+            harness: Some("load generator"),
+            postgres: self.fresh.db == Db::Postgres,
+        }
+        .push(report, &usage);
+        Ok(rps)
+    }
+}
+
+/// How `serve` grouped its work so far, from its `/metrics`: requests and
+/// statements (or write transactions) of the filing writer and of the token
+/// look-up. The larger the groups, the fewer statements per filing the
+/// database runs.
+#[derive(Debug, Default)]
+struct Groups {
+    filings: (f64, f64),
+    token_lookups: (f64, f64),
+}
+
+impl Groups {
+    async fn scrape(http: &reqwest::Client, base: &str) -> Result<Self> {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let sum_and_count = |metric: &str| {
+            let value = |suffix: &str| {
+                let name = format!("{metric}_{suffix} ");
+                text.lines()
+                    .find_map(|line| line.strip_prefix(name.as_str()))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (value("sum"), value("count"))
+        };
+        Ok(Self {
+            filings: sum_and_count(FILING_BATCH_METRIC),
+            token_lookups: sum_and_count(TOKEN_LOOKUP_BATCH_METRIC),
+        })
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        let minus = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0, a.1 - b.1);
+        Self {
+            filings: minus(self.filings, earlier.filings),
+            token_lookups: minus(self.token_lookups, earlier.token_lookups),
+        }
+    }
 }
 
 /// Waits until `serve`'s worker has sent every email queued so far. The poll
