@@ -2,14 +2,14 @@
 
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 use minijinja::{
     AutoEscape, Environment, Error, ErrorKind, Output, State, Template, UndefinedBehavior, Value,
     escape_formatter, syntax::SyntaxConfig,
 };
 use serde_json::Map;
 
-use super::{MailContext, MailError, RenderedEmail};
+use super::{MailContext, MailError, RenderedEmail, components};
 
 macro_rules! email_templates {
     ($($name:literal),+ $(,)?) => {
@@ -18,7 +18,6 @@ macro_rules! email_templates {
 
         const SOURCES: &[(&str, &str)] = &[
             ("_layout.html", include_str!("templates/_layout.html")),
-            ("_macros.html", include_str!("templates/_macros.html")),
             ("_footer.txt", include_str!("templates/_footer.txt")),
             $(
                 (concat!($name, "/subject.txt"), include_str!(concat!("templates/", $name, "/subject.txt"))),
@@ -69,7 +68,7 @@ pub fn render(
             .map_err(|e| MailError::Render(e.to_string()))?;
         compiled
             .render(values.clone())
-            .map_err(|e| render_error(&compiled, fields, &e))
+            .map_err(|e| render_error(env, &compiled, fields, &e))
     };
     Ok(RenderedEmail {
         // A header is one line, whatever the payload holds.
@@ -109,6 +108,7 @@ fn build_environment() -> Result<Environment<'static>, String> {
     env.set_syntax(syntax);
     env.set_formatter(html_formatter);
     env.add_filter("datetime", datetime);
+    components::register(&mut env);
     for (name, source) in SOURCES {
         env.add_template(name, source)
             .map_err(|e| format!("template {name}: {e}"))?;
@@ -116,27 +116,15 @@ fn build_environment() -> Result<Environment<'static>, String> {
     Ok(env)
 }
 
-/// Escapes `& < > " '` in HTML. minijinja's own escaping also turns `/` into
-/// `&#x2f;`: valid, but every link would read `https:&#x2f;&#x2f;…` in the source.
+/// Escapes `& < > " '` in HTML strings (see [`components::write_escaped`]);
+/// everything else as minijinja would.
 fn html_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
-    let text = match value.as_str() {
-        Some(text) if matches!(state.auto_escape(), AutoEscape::Html) && !value.is_safe() => text,
-        _ => return escape_formatter(out, state, value),
-    };
-    let mut rest = text;
-    while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
-        out.write_str(&rest[..at])?;
-        out.write_str(match rest.as_bytes()[at] {
-            b'&' => "&amp;",
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'"' => "&quot;",
-            _ => "&#39;",
-        })?;
-        rest = &rest[at + 1..];
+    match value.as_str() {
+        Some(text) if matches!(state.auto_escape(), AutoEscape::Html) && !value.is_safe() => {
+            Ok(components::write_escaped(out, text)?)
+        }
+        _ => escape_formatter(out, state, value),
     }
-    out.write_str(rest)?;
-    Ok(())
 }
 
 /// `{{ released_at|datetime }}`: an RFC 3339 time as `2026-12-03 14:00 UTC`.
@@ -152,9 +140,17 @@ fn datetime(value: &Value) -> Result<String, Error> {
     };
     DateTime::parse_from_rfc3339(value)
         .map(|at| {
-            at.with_timezone(&Utc)
-                .format("%Y-%m-%d %H:%M UTC")
-                .to_string()
+            // As `format("%Y-%m-%d %H:%M UTC")` writes it (RFC 3339 years have
+            // four digits), without parsing the format string at every call.
+            let at = at.with_timezone(&Utc);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                at.year(),
+                at.month(),
+                at.day(),
+                at.hour(),
+                at.minute()
+            )
         })
         .map_err(|e| {
             Error::new(
@@ -165,8 +161,10 @@ fn datetime(value: &Value) -> Result<String, Error> {
 }
 
 /// Names the payload keys the template needed but did not get; the engine's own
-/// message says only "undefined value". Never includes payload values.
+/// message says only "undefined value". Never includes payload values, nor the
+/// environment's globals (the components), which templates use undeclared too.
 fn render_error(
+    env: &Environment<'_>,
     template: &Template<'_, '_>,
     fields: &Map<String, serde_json::Value>,
     error: &Error,
@@ -175,6 +173,7 @@ fn render_error(
         .undeclared_variables(false)
         .into_iter()
         .filter(|key| key != "public_url" && !fields.contains_key(key))
+        .filter(|key| !env.globals().any(|(global, _)| global == key))
         .collect();
     if missing.is_empty() {
         return MailError::Render(error.to_string());
@@ -201,5 +200,35 @@ fn to_value(json: &serde_json::Value) -> Value {
             map.iter()
                 .map(|(key, value)| (key.as_str(), to_value(value))),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use minijinja::{Error, ErrorKind};
+    use serde_json::Map;
+
+    use super::{environment, render_error};
+
+    #[test]
+    fn a_render_error_names_the_missing_payload_keys_and_never_a_component() {
+        let env = environment().expect("the templates compile");
+        let template = env
+            .get_template("request_filed/body.html")
+            .expect("a known template");
+        let error = render_error(
+            env,
+            &template,
+            &Map::new(),
+            &Error::from(ErrorKind::UndefinedError),
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("the payload lacks account_name, currency, early_termination_fee"),
+            "{message}"
+        );
+        for component in ["details", "endpoint"] {
+            assert!(!message.contains(component), "{message}");
+        }
     }
 }
