@@ -395,3 +395,23 @@ fn the_html_part_is_base64_of_the_rendered_html_and_the_text_part_stays_readable
     );
     assert!(body.contains(NUMBER), "{body}");
 }
+
+/// The envelope (SMTP's MAIL FROM and RCPT TO) is set from the addresses the
+/// message is built with, not parsed back from its headers.
+#[test]
+fn a_message_is_addressed_from_the_sender_to_the_recipient_alone() {
+    let email = render("request_filed", &payload("request_filed"), &ctx()).unwrap();
+    let (mailer, _) = Mailer::memory();
+    let message = mailer
+        .message("Owner <owner@example.com>", &email, "filed/1")
+        .unwrap();
+    let envelope = message.envelope();
+    assert_eq!(
+        envelope.from().map(ToString::to_string).as_deref(),
+        Some("no-reply@localhost")
+    );
+    let to: Vec<String> = envelope.to().iter().map(ToString::to_string).collect();
+    assert_eq!(to, ["owner@example.com"]);
+    let raw = String::from_utf8(message.formatted()).unwrap();
+    assert!(raw.contains("To: Owner <owner@example.com>\r\n"), "{raw}");
+}
