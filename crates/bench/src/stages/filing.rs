@@ -50,22 +50,22 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
     load::file_requests(&http, &base, warmup_numbers, &fixture.tokens, 4).await?;
     emails_sent(&pool).await?;
 
+    let level = Level {
+        label,
+        fresh,
+        http: &http,
+        tokens: &fixture.tokens,
+    };
     let mut throughputs = Vec::new();
     for &clients in &ctx.clients {
         let slice = levels.next().context("a level's numbers")?;
         eprintln!("  {label}: filing {per_level} requests with {clients} clients");
-        let level = Level {
-            label,
-            fresh,
-            http: &http,
-            service: &serve,
-            tokens: &fixture.tokens,
-            clients,
-            name: format!("{clients} clients"),
-        };
+        let name = format!("{clients} clients");
         // Each level starts with the emails of the earlier ones sent, and its CPU
         // per filing includes sending the filing's own two.
-        let rps = level.measure(slice, Some(&pool), report).await?;
+        let rps = level
+            .measure(&serve, clients, &name, slice, Some(&pool), report)
+            .await?;
         throughputs.push((clients, rps));
     }
     let loaded = serve.peak_rss_mib()?;
@@ -91,23 +91,20 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
         let api_base = api.url("");
         load::file_requests(&http, &api_base, warmup_numbers, &fixture.tokens, 4).await?;
         eprintln!("  {label}: filing {per_level} requests with {clients} clients, api alone");
-        let level = Level {
-            label,
-            fresh,
-            http: &http,
-            service: &api,
-            tokens: &fixture.tokens,
-            clients,
-            name: format!("{clients} clients, {API_ALONE}"),
-        };
-        level.measure(slice, None, report).await?;
+        let name = format!("{clients} clients, {API_ALONE}");
+        level
+            .measure(&api, clients, &name, slice, None, report)
+            .await?;
         errors.extend(api.logged_errors());
         api.stop().await?;
     }
     pool.close().await;
     fixture.tokens.clear();
     if !errors.is_empty() {
-        anyhow::bail!("serve logged errors:\n{}", errors.join("\n"));
+        anyhow::bail!(
+            "the processes under test logged errors:\n{}",
+            errors.join("\n")
+        );
     }
     Ok(throughputs)
 }
@@ -115,44 +112,44 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
 /// How the rows of the level on the customer API alone are named.
 pub const API_ALONE: &str = "api alone (emails left queued)";
 
-/// One level of filings through one process.
+/// What every level of the stage shares.
 struct Level<'a> {
     label: &'static str,
     fresh: &'a FreshDb,
     http: &'a reqwest::Client,
-    service: &'a Service,
     tokens: &'a [String],
-    clients: usize,
-    /// What its rows are called: "32 clients".
-    name: String,
 }
 
 impl Level<'_> {
-    /// Files a request for each of `numbers`, then (given the pool) waits until
-    /// every email is sent; pushes the level's rows and returns its throughput.
+    /// Files a request for each of `numbers` through `service` with `clients`
+    /// concurrent clients, then (given the pool) waits until every email is
+    /// sent; pushes the level's rows, named "`name`: …", and returns its
+    /// throughput. Without the pool it is the level on the API alone.
     async fn measure(
         &self,
+        service: &Service,
+        clients: usize,
+        name: &str,
         numbers: &[SeededNumber],
         emails_of: Option<&Pool>,
         report: &mut Report,
     ) -> Result<f64> {
-        let (label, name) = (self.label, &self.name);
-        let base = self.service.url("");
-        let before = cpu::sample(&[self.service.pid]);
+        let label = self.label;
+        let base = service.url("");
+        let before = cpu::sample(&[service.pid]);
         let groups_before = Groups::scrape(self.http, &base).await?;
-        let outcome =
-            load::file_requests(self.http, &base, numbers, self.tokens, self.clients).await?;
+        let outcome = load::file_requests(self.http, &base, numbers, self.tokens, clients).await?;
         if let Some(pool) = emails_of {
             emails_sent(pool).await?;
         }
-        let usage = before.until(&cpu::sample(&[self.service.pid]), numbers.len());
+        let usage = before.until(&cpu::sample(&[service.pid]), numbers.len());
         let groups = Groups::scrape(self.http, &base)
             .await?
             .since(&groups_before);
         let rps = outcome.per_second();
         let alone = emails_of.is_none();
         let mut row = Row::new(label, "filing", format!("{name}: throughput")).value(rps, "req/s");
-        if self.clients == 32 && self.fresh.db == Db::Sqlite && !alone {
+        if clients == 32 && self.fresh.db == Db::Sqlite && !alone {
             row = row.target(Target::Value(Bound::AtLeast(3000.0)));
         }
         report.push(row);
@@ -162,7 +159,7 @@ impl Level<'_> {
         );
         let p99 = Row::new(label, "filing", format!("{name}: p99"))
             .value(load::ms(&outcome.latencies, 0.99), "ms");
-        report.push(if self.clients == 32 && !alone {
+        report.push(if clients == 32 && !alone {
             p99.target(Target::Value(Bound::AtMost(25.0)))
         } else {
             p99
@@ -183,7 +180,7 @@ impl Level<'_> {
         cpu::Rows {
             label,
             stage: "filing",
-            prefix: name.clone(),
+            prefix: name.to_owned(),
             unit: "filing",
             servers: Some(if alone { "api" } else { "serve" }),
             harness: Some("load generator"),

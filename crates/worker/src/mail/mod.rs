@@ -5,9 +5,8 @@
 //! minijinja from the outbox row's JSON payload: a missing key is an error, never
 //! an empty string, and only the HTML part is escaped. The HTML pieces the
 //! templates share (`details`, `button`, `endpoint`, `quote`) are functions in
-//! `components`. A [`Mailer`] delivers the
-//! result over SMTP in production, as `.eml` files locally, or into memory in
-//! unit tests.
+//! `components`. A [`Mailer`] delivers the result over SMTP in production, as
+//! `.eml` files locally, or into memory in unit tests.
 
 mod components;
 mod mailer;
