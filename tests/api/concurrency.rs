@@ -17,6 +17,79 @@ backend_tests!(
     the_outbox_backlog_is_counted_without_reading_sent_history,
 );
 
+/// On PostgreSQL a full group of filings starts beside the group in flight
+/// instead of waiting for it (two INSERTs wait on the held table at once), and a
+/// number filed in both groups is still filed once: the unique index on open
+/// requests refuses the later INSERT, whose group is retried one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_filed_in_two_groups_in_flight_is_filed_once() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    let acme = app.customer().await;
+    let contested = app.number(&acme).await;
+    let mut fresh = Vec::new();
+    for _ in 0..16 {
+        fresh.push(app.number(&acme).await);
+    }
+    let waiting_inserts = "SELECT COUNT(*) FROM pg_stat_activity \
+        WHERE datname = current_database() AND wait_event_type = 'Lock' \
+        AND query LIKE 'WITH requests AS%'";
+
+    let hold = app.hold_writes_to("release_requests").await;
+    let alone = app.request_release(&acme, contested, "Filed first, in a group of one.");
+    let burst = async {
+        // The group of one waits on the held table before the burst queues.
+        while app.count(waiting_inserts).await < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut targets = fresh.clone();
+        targets.push(contested);
+        join_all(targets.iter().map(|number| {
+            let (app, acme) = (&app, &acme);
+            async move {
+                app.request_release(acme, *number, "Filed in the full group.")
+                    .await
+            }
+        }))
+        .await
+    };
+    let release = async {
+        let mut waiting = 0;
+        for _ in 0..500 {
+            waiting = app.count(waiting_inserts).await;
+            if waiting == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        hold.release().await;
+        waiting
+    };
+    let (alone, burst, waiting) = tokio::join!(alone, burst, release);
+
+    assert_eq!(waiting, 2, "the full group did not start beside the first");
+    let (ours, [again]) = burst.split_at(fresh.len()) else {
+        panic!("{burst:?}");
+    };
+    for (status, body) in ours {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+    }
+    let mut contested_answers = [alone.0, again.0];
+    contested_answers.sort();
+    assert_eq!(
+        contested_answers,
+        [StatusCode::CREATED, StatusCode::CONFLICT],
+        "{alone:?} {again:?}"
+    );
+    let filed = fresh.len() as i64 + 1;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM release_requests").await,
+        filed
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 2 * filed);
+}
+
 /// PostgreSQL plans each statement for its parameters on the store's
 /// connections: a generic plan cached while a table was small (a sequential
 /// scan) would otherwise outlive the table's growth until the next ANALYZE.

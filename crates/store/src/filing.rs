@@ -6,7 +6,8 @@
 //! in use) and three multi-row INSERTs in one transaction, however many it
 //! holds. Each filing gets the answer it would have got alone, in queue order:
 //! a number filed twice in one group is filed once, the second gets
-//! `RELEASE_ALREADY_PENDING`.
+//! `RELEASE_ALREADY_PENDING`. On PostgreSQL a second group is written beside
+//! the first once a full one waits (see [`Filings::in_flight`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,7 +23,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    Actor, FiledRequest, Pool, Store, StoreError,
+    Actor, Backend, FiledRequest, Pool, Store, StoreError,
     db::{PgQuery, begin_write, one_of, unindexed},
     entity::{account, agent, agent_number, phone_number, release_event, release_request},
     error::{is_sqlx_unique_violation, is_unique_violation},
@@ -61,6 +62,19 @@ impl Group for Filings {
     /// bound parameters.
     const MAX: usize = 64;
     const METRIC: &'static str = FILING_BATCH_METRIC;
+    /// A group of 16 costs PostgreSQL about as much per filing as any larger
+    /// one; below that the statement's own cost shows (docs/BENCHMARKS.md).
+    const FULL: usize = 16;
+
+    /// PostgreSQL writes two groups side by side, each in its own backend; the
+    /// unique index on open requests decides a number filed in both (the
+    /// losing group is retried one filing at a time). SQLite has one writer.
+    fn in_flight(&self) -> usize {
+        match self.0.backend() {
+            Backend::Postgres => 2,
+            Backend::Sqlite => 1,
+        }
+    }
 
     async fn perform(&self, filings: &[Filing]) -> Result<Vec<Outcome>, StoreError> {
         self.0.file_together(filings).await

@@ -9,6 +9,13 @@
 //! number of requests with a fixed number of statements instead. Alone, a
 //! request is a group of one and waits for nobody.
 //!
+//! One group is written at a time, except where [`Group::in_flight`] allows
+//! more: then a further group starts only when [`Group::FULL`] requests wait
+//! for it. A write's cost in the database is mostly per statement at small
+//! sizes, so splitting the waiting requests into more, smaller groups costs
+//! more than it gains; a full group waiting for the one in flight is what a
+//! second database connection (and core) can take without that.
+//!
 //! Each request still gets its own answer, decided as if it had run alone. If a
 //! group fails as a whole (on PostgreSQL a concurrent process can win a unique
 //! index between a check and an INSERT), its requests are retried one per
@@ -19,6 +26,7 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
+use futures::{StreamExt, stream::FuturesUnordered};
 use sea_orm::DbErr;
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +42,16 @@ pub(crate) trait Group: Send + Sync + 'static {
     const MAX: usize;
     /// The histogram of requests per transaction.
     const METRIC: &'static str;
+    /// The fewest waiting requests for which a group starts while others are
+    /// in flight (see [`Group::in_flight`]).
+    const FULL: usize = Self::MAX;
+
+    /// How many groups may be written at once: one unless the database runs
+    /// concurrent writes side by side (`perform` of concurrent groups must
+    /// then be correct in any interleaving, as concurrent transactions are).
+    fn in_flight(&self) -> usize {
+        1
+    }
 
     /// Writes `requests` in one transaction (or, for a read, answers them with
     /// one statement). `Ok` holds each request's own answer, refusals included,
@@ -94,12 +112,31 @@ fn stopped<G: Group>() -> StoreError {
     StoreError::Database(DbErr::Custom(format!("the {} writer stopped", G::NAME)))
 }
 
-/// The writer: until every sender is gone, takes what is waiting (at least one
-/// request, at most [`Group::MAX`]) and writes it.
+/// The writer: until every sender is gone and every write is done, takes what
+/// is waiting (at most [`Group::MAX`]) and writes it: at once when nothing is
+/// in flight, and while groups are in flight only when [`Group::FULL`] wait
+/// and fewer than [`Group::in_flight`] are.
 async fn run<G: Group>(group: G, mut queue: mpsc::Receiver<Waiting<G>>) {
-    let mut batch = Vec::with_capacity(G::MAX);
-    while queue.recv_many(&mut batch, G::MAX).await > 0 {
-        write(&group, std::mem::take(&mut batch)).await;
+    let limit = group.in_flight().max(1);
+    let mut waiting = Vec::with_capacity(G::MAX);
+    let mut writing = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        while !waiting.is_empty()
+            && (writing.is_empty() || (writing.len() < limit && waiting.len() >= G::FULL))
+        {
+            let batch: Vec<_> = waiting.drain(..waiting.len().min(G::MAX)).collect();
+            writing.push(write(&group, batch));
+        }
+        let room = G::MAX - waiting.len();
+        tokio::select! {
+            Some(()) = writing.next(), if !writing.is_empty() => {}
+            received = queue.recv_many(&mut waiting, room), if open && room > 0 =>
+            {
+                open = received > 0;
+            }
+            else => break,
+        }
     }
 }
 
@@ -143,4 +180,172 @@ async fn written<G: Group>(
     let outcomes = group.perform(requests).await?;
     metrics::histogram!(G::METRIC).record(requests.len() as f64);
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use tokio::{sync::Semaphore, task::JoinHandle};
+
+    use super::{Group, GroupQueue};
+    use crate::StoreError;
+
+    /// A writer whose every group waits for a permit: the sizes of the groups
+    /// it started, in order, show when the writer starts one.
+    struct Gated {
+        started: Arc<Mutex<Vec<usize>>>,
+        gate: Arc<Semaphore>,
+        in_flight: usize,
+    }
+
+    impl Group for Gated {
+        type Request = u32;
+        type Answer = u32;
+        const NAME: &'static str = "gated";
+        const MAX: usize = 8;
+        const METRIC: &'static str = "releasedesk_test_group_size";
+        const FULL: usize = 4;
+
+        fn in_flight(&self) -> usize {
+            self.in_flight
+        }
+
+        async fn perform(
+            &self,
+            requests: &[u32],
+        ) -> Result<Vec<Result<u32, StoreError>>, StoreError> {
+            self.started
+                .lock()
+                .expect("no test thread panicked")
+                .push(requests.len());
+            self.gate
+                .acquire()
+                .await
+                .expect("the gate stays open")
+                .forget();
+            Ok(requests.iter().map(|r| Ok(r * 10)).collect())
+        }
+    }
+
+    struct Harness {
+        queue: Arc<GroupQueue<Gated>>,
+        started: Arc<Mutex<Vec<usize>>>,
+        gate: Arc<Semaphore>,
+        in_flight: usize,
+    }
+
+    impl Harness {
+        fn new(in_flight: usize) -> Self {
+            Self {
+                queue: Arc::new(GroupQueue::default()),
+                started: Arc::default(),
+                gate: Arc::new(Semaphore::new(0)),
+                in_flight,
+            }
+        }
+
+        /// Submits `requests`, each from its own task, and lets the writer
+        /// take them (the clock is paused: the sleep ends once every task
+        /// waits).
+        async fn submit(&self, requests: impl IntoIterator<Item = u32>) -> Vec<JoinHandle<u32>> {
+            let handles = requests
+                .into_iter()
+                .map(|request| {
+                    let queue = Arc::clone(&self.queue);
+                    let (started, gate, in_flight) = (
+                        Arc::clone(&self.started),
+                        Arc::clone(&self.gate),
+                        self.in_flight,
+                    );
+                    tokio::spawn(async move {
+                        queue
+                            .submit(request, || Gated {
+                                started,
+                                gate,
+                                in_flight,
+                            })
+                            .await
+                            .expect("the gated writer answers every request")
+                    })
+                })
+                .collect();
+            settle().await;
+            handles
+        }
+
+        fn started(&self) -> Vec<usize> {
+            self.started
+                .lock()
+                .expect("no test thread panicked")
+                .clone()
+        }
+
+        async fn open(&self, groups: usize) {
+            self.gate.add_permits(groups);
+            settle().await;
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    async fn answers(handles: Vec<JoinHandle<u32>>) -> Vec<u32> {
+        let mut answers = Vec::new();
+        for handle in handles {
+            answers.push(handle.await.expect("the submitting task ends"));
+        }
+        answers
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_group_starts_only_when_a_full_one_waits() {
+        let writer = Harness::new(2);
+        let first = writer.submit([1]).await;
+        let waiting = writer.submit([2, 3, 4]).await;
+        assert_eq!(writer.started(), [1], "3 waiting are not a full group");
+
+        let full = writer.submit([5]).await;
+        assert_eq!(writer.started(), [1, 4], "4 waiting start beside the first");
+
+        let third = writer.submit(6..=13).await;
+        assert_eq!(
+            writer.started(),
+            [1, 4],
+            "two groups are the most in flight"
+        );
+
+        writer.open(1).await;
+        assert_eq!(writer.started(), [1, 4, 8], "the next starts when one ends");
+        writer.open(2).await;
+        assert_eq!(answers(first).await, [10]);
+        assert_eq!(answers(waiting).await, [20, 30, 40]);
+        assert_eq!(answers(full).await, [50]);
+        assert_eq!(
+            answers(third).await,
+            (6..=13).map(|r| r * 10).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_group_at_a_time_takes_everything_waiting_next() {
+        let writer = Harness::new(1);
+        let first = writer.submit([1]).await;
+        let rest = writer.submit(2..=7).await;
+        assert_eq!(
+            writer.started(),
+            [1],
+            "a full group waits for the one in flight"
+        );
+
+        writer.open(1).await;
+        assert_eq!(writer.started(), [1, 6]);
+        writer.open(1).await;
+        assert_eq!(answers(first).await, [10]);
+        assert_eq!(answers(rest).await, [20, 30, 40, 50, 60, 70]);
+    }
 }
