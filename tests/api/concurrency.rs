@@ -75,19 +75,25 @@ async fn a_number_filed_in_two_groups_in_flight_is_filed_once() {
     for (status, body) in ours {
         assert_eq!(*status, StatusCode::CREATED, "{body}");
     }
-    let mut contested_answers = [alone.0, again.0];
-    contested_answers.sort();
-    assert_eq!(
-        contested_answers,
-        [StatusCode::CREATED, StatusCode::CONFLICT],
-        "{alone:?} {again:?}"
-    );
+    assert_filed_once(&alone, again);
     let filed = fresh.len() as i64 + 1;
     assert_eq!(
         app.count("SELECT COUNT(*) FROM release_requests").await,
         filed
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 2 * filed);
+}
+
+/// Of two filings for one number, one was filed (201) and the other refused
+/// (409), in either order.
+fn assert_filed_once(a: &(StatusCode, serde_json::Value), b: &(StatusCode, serde_json::Value)) {
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::CREATED, StatusCode::CONFLICT],
+        "{a:?} {b:?}"
+    );
 }
 
 /// PostgreSQL plans each statement for its parameters on the store's
@@ -392,13 +398,7 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
         StatusCode::CONFLICT,
         "RELEASE_ALREADY_PENDING",
     );
-    let mut twice = [first.0, second.0];
-    twice.sort();
-    assert_eq!(
-        twice,
-        [StatusCode::CREATED, StatusCode::CONFLICT],
-        "{first:?} {second:?}"
-    );
+    assert_filed_once(first, second);
     assert_error(gone.0, &gone.1, StatusCode::CONFLICT, "NUMBER_NOT_ACTIVE");
 
     // The pending one, the twelve and one of the twice-filed: each with its
