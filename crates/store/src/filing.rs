@@ -68,7 +68,10 @@ impl Group for Filings {
 
     /// PostgreSQL writes two groups side by side, each in its own backend; the
     /// unique index on open requests decides a number filed in both (the
-    /// losing group is retried one filing at a time). SQLite has one writer.
+    /// losing group is retried one filing at a time). Two numbers filed in
+    /// both, in opposite orders, make the INSERTs wait on each other until
+    /// PostgreSQL's deadlock check (`deadlock_timeout`, 1 s by default) fails
+    /// one, which is then retried the same way. SQLite has one writer.
     fn in_flight(&self) -> usize {
         match self.0.backend() {
             Backend::Postgres => 2,
