@@ -68,10 +68,9 @@ impl Group for Filings {
 
     /// PostgreSQL writes two groups side by side, each in its own backend; the
     /// unique index on open requests decides a number filed in both (the
-    /// losing group is retried one filing at a time). Two numbers filed in
-    /// both, in opposite orders, make the INSERTs wait on each other until
-    /// PostgreSQL's deadlock check (`deadlock_timeout`, 1 s by default) fails
-    /// one, which is then retried the same way. SQLite has one writer.
+    /// losing group is retried one filing at a time; each group inserts its
+    /// numbers in the same order, so two never deadlock). SQLite has one
+    /// writer.
     fn in_flight(&self) -> usize {
         match self.0.backend() {
             Backend::Postgres => 2,
@@ -166,15 +165,12 @@ impl Store {
         filings: &[Filing],
     ) -> Result<Vec<Outcome>, StoreError> {
         let found = Found::read(&self.db, filings).await?;
-        let decided = self.decide(filings, &found);
+        let mut decided = self.decide(filings, &found);
         if decided.accepted.is_empty() {
             return Ok(decided.outcomes);
         }
         let emails = outbox::NewEmails::new(decided.emails, now(), self.email_claim());
-        let columns = decided
-            .accepted
-            .iter()
-            .fold(FilingColumns::default(), FilingColumns::with);
+        let columns = FilingColumns::in_number_order(&mut decided.accepted);
         let inserted = emails
             .bind(columns.bind(sqlx::query(INSERT_FILINGS)))
             .fetch_all(pool)
@@ -413,6 +409,14 @@ struct FilingColumns {
 }
 
 impl FilingColumns {
+    /// The columns of `accepted`, in the order of their numbers: two groups in
+    /// flight (see [`Filings::in_flight`]) then insert the numbers they share
+    /// in the same order, so their INSERTs never wait on each other in a cycle.
+    fn in_number_order(accepted: &mut [Accepted]) -> Self {
+        accepted.sort_unstable_by_key(|accepted| accepted.filed.phone_number_id);
+        accepted.iter().fold(Self::default(), Self::with)
+    }
+
     fn with(mut self, accepted: &Accepted) -> Self {
         let filed = &accepted.filed;
         self.ids.push(filed.id);
@@ -569,7 +573,8 @@ mod tests {
     use sea_orm::{DbBackend, QueryTrait};
     use uuid::Uuid;
 
-    use super::{OPEN, candidates_select};
+    use super::{Accepted, FilingColumns, OPEN, candidates_select};
+    use crate::{Actor, FiledRequest};
 
     /// PostgreSQL prepares and plans a statement once per connection only if
     /// its text is the same for every group size.
@@ -585,6 +590,36 @@ mod tests {
             sql(1).contains(r#""phone_numbers"."id" = ANY($"#),
             "{}",
             sql(1)
+        );
+    }
+
+    /// Whatever order a group's filings came in, its requests go to
+    /// PostgreSQL in the order of their numbers, each row whole.
+    #[test]
+    fn a_groups_requests_are_written_in_the_order_of_their_numbers() {
+        let accepted = |number: u128| Accepted {
+            filed: FiledRequest {
+                id: Uuid::from_u128(1000 + number),
+                phone_number_id: Uuid::from_u128(number),
+                phone_number: format!("+1555000000{number}"),
+                reason: "Written in number order.".into(),
+                status: RequestStatus::Pending,
+                requested_at: chrono::Utc::now(),
+                early_termination_fee: releasedesk_domain::Money::from_minor(0),
+                currency: "USD".into(),
+            },
+            account_id: Uuid::nil(),
+            actor: Actor::System,
+            event_id: Uuid::from_u128(2000 + number),
+        };
+        let mut group = [accepted(3), accepted(1), accepted(2)];
+        let columns = FilingColumns::in_number_order(&mut group);
+        assert_eq!(columns.number_ids, [1, 2, 3].map(Uuid::from_u128));
+        assert_eq!(columns.ids, [1001, 1002, 1003].map(Uuid::from_u128));
+        assert_eq!(columns.event_ids, [2001, 2002, 2003].map(Uuid::from_u128));
+        assert_eq!(
+            columns.numbers,
+            ["+15550000001", "+15550000002", "+15550000003"]
         );
     }
 
