@@ -89,7 +89,7 @@ impl Row {
         if self.value.is_nan() {
             return "-".into();
         }
-        format!("{} {}", number(self.value), self.unit)
+        with_unit(self.value, self.unit)
     }
 
     fn ratio_text(&self) -> String {
@@ -111,9 +111,18 @@ impl Row {
             }
         };
         match bound {
-            Bound::AtLeast(v) => format!("{prefix}≥ {} {unit}", number(v)),
-            Bound::AtMost(v) => format!("{prefix}≤ {} {unit}", number(v)),
+            Bound::AtLeast(v) => format!("{prefix}≥ {}", with_unit(v, unit)),
+            Bound::AtMost(v) => format!("{prefix}≤ {}", with_unit(v, unit)),
         }
+    }
+}
+
+/// `number(v)` and its unit, if it has one (a count of things has none).
+fn with_unit(v: f64, unit: &str) -> String {
+    if unit.is_empty() {
+        number(v)
+    } else {
+        format!("{} {unit}", number(v))
     }
 }
 
@@ -293,5 +302,21 @@ fn median(mut values: Vec<f64>) -> f64 {
         values[mid]
     } else {
         (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Bound, Row, Target};
+
+    #[test]
+    fn a_value_without_a_unit_has_no_trailing_space() {
+        let count = Row::new("PostgreSQL", "filing", "filings per write").value(14.5, "");
+        assert_eq!(count.value_text(), "14.5");
+        let rate = Row::new("PostgreSQL", "filing", "throughput")
+            .value(3336.4, "req/s")
+            .target(Target::Value(Bound::AtLeast(3000.0)));
+        assert_eq!(rate.value_text(), "3,336 req/s");
+        assert_eq!(rate.target_text(), "≥ 3,000 req/s");
     }
 }
