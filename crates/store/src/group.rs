@@ -125,8 +125,8 @@ async fn run<G: Group>(group: G, mut queue: mpsc::Receiver<Waiting<G>>) {
         while !waiting.is_empty()
             && (writing.is_empty() || (writing.len() < limit && waiting.len() >= G::FULL))
         {
-            let batch: Vec<_> = waiting.drain(..waiting.len().min(G::MAX)).collect();
-            writing.push(write(&group, batch));
+            // At most `G::MAX`: the queue is read only into the room left.
+            writing.push(write(&group, std::mem::take(&mut waiting)));
         }
         let room = G::MAX - waiting.len();
         tokio::select! {
@@ -196,6 +196,7 @@ mod tests {
 
     /// A writer whose every group waits for a permit: the sizes of the groups
     /// it started, in order, show when the writer starts one.
+    #[derive(Clone)]
     struct Gated {
         started: Arc<Mutex<Vec<usize>>>,
         gate: Arc<Semaphore>,
@@ -233,18 +234,18 @@ mod tests {
 
     struct Harness {
         queue: Arc<GroupQueue<Gated>>,
-        started: Arc<Mutex<Vec<usize>>>,
-        gate: Arc<Semaphore>,
-        in_flight: usize,
+        writer: Gated,
     }
 
     impl Harness {
         fn new(in_flight: usize) -> Self {
             Self {
                 queue: Arc::new(GroupQueue::default()),
-                started: Arc::default(),
-                gate: Arc::new(Semaphore::new(0)),
-                in_flight,
+                writer: Gated {
+                    started: Arc::default(),
+                    gate: Arc::new(Semaphore::new(0)),
+                    in_flight,
+                },
             }
         }
 
@@ -255,19 +256,10 @@ mod tests {
             let handles = requests
                 .into_iter()
                 .map(|request| {
-                    let queue = Arc::clone(&self.queue);
-                    let (started, gate, in_flight) = (
-                        Arc::clone(&self.started),
-                        Arc::clone(&self.gate),
-                        self.in_flight,
-                    );
+                    let (queue, writer) = (Arc::clone(&self.queue), self.writer.clone());
                     tokio::spawn(async move {
                         queue
-                            .submit(request, || Gated {
-                                started,
-                                gate,
-                                in_flight,
-                            })
+                            .submit(request, || writer)
                             .await
                             .expect("the gated writer answers every request")
                     })
@@ -278,14 +270,15 @@ mod tests {
         }
 
         fn started(&self) -> Vec<usize> {
-            self.started
+            self.writer
+                .started
                 .lock()
                 .expect("no test thread panicked")
                 .clone()
         }
 
         async fn open(&self, groups: usize) {
-            self.gate.add_permits(groups);
+            self.writer.gate.add_permits(groups);
             settle().await;
         }
     }
