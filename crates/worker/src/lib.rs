@@ -32,7 +32,7 @@ use crate::{
         JobError,
         carrier_reclaim::carrier_reclaim,
         execute_release::execute_release,
-        send_email::send_email,
+        send_email::prepare_email,
         sweep::{Swept, sweep},
     },
     mail::{MailContext, Mailer},
@@ -339,15 +339,13 @@ impl Worker {
         }
     }
 
-    /// Sends a batch of emails, [`SEND_CONCURRENCY`] at a time, marking them
-    /// sent in one statement per [`SENT_FLUSH`] emails rather than one commit
-    /// each: first those this process wrote claimed for itself, then as many as
-    /// it can claim of the rest. A crash between a send and its mark re-sends
-    /// that email after the lease (with the same Message-ID, so the receiving
-    /// side can drop the copy).
+    /// Sends a batch of emails, [`SENT_FLUSH`] at a time: each part rendered,
+    /// delivered together (see [`Mailer::deliver`]) and marked sent in one
+    /// statement rather than one commit each; first those this process wrote
+    /// claimed for itself, then as many as it can claim of the rest. A crash
+    /// between a send and its mark re-sends that email after the lease (with
+    /// the same Message-ID, so the receiving side can drop the copy).
     async fn dispatch_emails(&self) -> Result<usize, StoreError> {
-        use futures::StreamExt as _;
-
         let batch = self.config.batch_size;
         let mut items = self
             .store
@@ -367,28 +365,29 @@ impl Worker {
                 Err(error) => return Err(error),
             }
         }
-        // Started in order, settled in order; while one waits on its SMTP
-        // reply (or its file write), the next ones are rendered and sent.
-        let count = items.len();
-        let mut outcomes = futures::stream::iter(items)
-            .map(|item| async move {
-                let outcome = send_email(&self.mailer, &self.config.mail, &item).await;
-                (item, outcome)
-            })
-            .buffered(SEND_CONCURRENCY);
-        let mut sent = Vec::with_capacity(SENT_FLUSH);
-        while let Some((item, outcome)) = outcomes.next().await {
-            match outcome {
-                Ok(()) => sent.push(item.id),
-                Err(error) => self.settle_failed(&item, error).await?,
+        for part in items.chunks(SENT_FLUSH) {
+            let mut ready = Vec::with_capacity(part.len());
+            let mut outgoing = Vec::with_capacity(part.len());
+            for item in part {
+                match prepare_email(&self.mailer, &self.config.mail, item) {
+                    Ok(email) => {
+                        ready.push(item);
+                        outgoing.push(email);
+                    }
+                    Err(error) => self.settle_failed(item, error).await?,
+                }
             }
-            if sent.len() == SENT_FLUSH {
-                self.settle_sent("email", &sent).await?;
-                sent.clear();
+            let outcomes = self.mailer.deliver(outgoing).await;
+            let mut sent = Vec::with_capacity(ready.len());
+            for (item, outcome) in ready.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => sent.push(item.id),
+                    Err(error) => self.settle_failed(item, error.into()).await?,
+                }
             }
+            self.settle_sent("email", &sent).await?;
         }
-        self.settle_sent("email", &sent).await?;
-        Ok(count)
+        Ok(items.len())
     }
 
     /// Marks delivered rows sent (and counts them; no metric for none).
@@ -436,13 +435,8 @@ impl Worker {
 /// wait at once.
 pub const EMAIL_LINGER: Duration = Duration::from_millis(25);
 
-/// Emails sent before their rows are marked, at most.
+/// Emails delivered together and marked sent in one statement, at most.
 const SENT_FLUSH: usize = 32;
-
-/// Emails one dispatcher has in flight at once: SMTP replies (milliseconds
-/// each) overlap instead of adding up, within what a relay accepts from one
-/// client (lettre's pool opens up to 10 connections).
-const SEND_CONCURRENCY: usize = 8;
 
 /// The request an `execute_release` row is about.
 fn release_target(item: &OutboxItem) -> Result<Uuid, JobError> {

@@ -141,30 +141,92 @@ impl Mailer {
         email: &RenderedEmail,
         message_id: &str,
     ) -> Result<(), MailError> {
+        let outgoing = self.prepare(to, email, message_id)?;
+        let mut outcomes = self.deliver(vec![outgoing]).await;
+        outcomes.pop().unwrap_or(Ok(()))
+    }
+
+    /// `email` built for `to`, ready for [`deliver`](Self::deliver) (the
+    /// Message-ID as [`send`](Self::send) makes it).
+    pub fn prepare(
+        &self,
+        to: &str,
+        email: &RenderedEmail,
+        message_id: &str,
+    ) -> Result<Outgoing, MailError> {
         let Composed {
             id,
             header_id,
             message,
         } = self.compose(to, email, message_id)?;
-        match &self.backend {
+        let kept = match self.backend {
+            MailBackend::Memory(_) => Some(SentEmail {
+                to: to.to_owned(),
+                subject: email.subject.clone(),
+                text: email.text.clone(),
+                html: email.html.clone(),
+                message_id: header_id.clone(),
+            }),
+            MailBackend::Smtp(_) | MailBackend::Files(_) => None,
+        };
+        Ok(Outgoing {
+            id,
+            header_id,
+            message,
+            kept,
+        })
+    }
+
+    /// Delivers `batch`, each email's outcome in the batch's order: over SMTP
+    /// [`SEND_CONCURRENCY`] at a time (the replies overlap instead of adding
+    /// up); as `.eml` files in one hand-off to the blocking pool for the whole
+    /// batch (a hand-off per file cost more than its write: docs/BENCHMARKS.md).
+    pub async fn deliver(&self, mut batch: Vec<Outgoing>) -> Vec<Result<(), MailError>> {
+        use futures::StreamExt as _;
+
+        // Moved out for the log lines below; nothing else reads them.
+        let ids: Vec<String> = batch
+            .iter_mut()
+            .map(|outgoing| std::mem::take(&mut outgoing.header_id))
+            .collect();
+        let outcomes = match &self.backend {
             MailBackend::Smtp(transport) => {
-                transport.send(message).await.map_err(classify)?;
-            }
-            MailBackend::Files(dir) => write_eml(dir, &id, message.formatted()).await?,
-            MailBackend::Memory(sent) => {
-                sent.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(SentEmail {
-                        to: to.to_owned(),
-                        subject: email.subject.clone(),
-                        text: email.text.clone(),
-                        html: email.html.clone(),
-                        message_id: header_id.clone(),
+                futures::stream::iter(batch)
+                    .map(|outgoing| async move {
+                        transport
+                            .send(outgoing.message)
+                            .await
+                            .map(drop)
+                            .map_err(classify)
                     })
+                    .buffered(SEND_CONCURRENCY)
+                    .collect()
+                    .await
+            }
+            MailBackend::Files(dir) => {
+                let files = batch
+                    .into_iter()
+                    .map(|outgoing| (outgoing.id, outgoing.message.formatted()))
+                    .collect();
+                write_emls(dir, files).await
+            }
+            MailBackend::Memory(sent) => {
+                let mut sent = sent.lock().unwrap_or_else(PoisonError::into_inner);
+                batch
+                    .into_iter()
+                    .map(|outgoing| {
+                        sent.extend(outgoing.kept);
+                        Ok(())
+                    })
+                    .collect()
+            }
+        };
+        for (header_id, outcome) in ids.iter().zip(&outcomes) {
+            if outcome.is_ok() {
+                tracing::debug!(email.message_id = %header_id, "email sent");
             }
         }
-        tracing::debug!(email.message_id = %header_id, "email sent");
-        Ok(())
+        outcomes
     }
 
     /// The message [`send`](Self::send) delivers, built but not sent.
@@ -222,6 +284,29 @@ struct Composed {
     header_id: String,
     message: Message,
 }
+
+/// An email built for its recipient, ready for [`Mailer::deliver`].
+pub struct Outgoing {
+    id: String,
+    header_id: String,
+    message: Message,
+    /// What the memory backend records (only it keeps one).
+    kept: Option<SentEmail>,
+}
+
+// By hand: the message holds the body, which never goes into a log line.
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("message_id", &self.header_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Emails one mailer has in flight at once over SMTP: replies (milliseconds
+/// each) overlap instead of adding up, within what a relay accepts from one
+/// client (lettre's pool opens up to 10 connections).
+const SEND_CONCURRENCY: usize = 8;
 
 fn smtp_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
     // The pool spawns its upkeep task at once; without a runtime that would panic.
@@ -294,21 +379,40 @@ fn crlf_lines(text: &str) -> String {
     out
 }
 
-/// Writes `{id}.eml` whole or not at all: a reader never sees half a message.
-/// Both steps in one blocking task (one hand-off to the blocking pool, not two).
-async fn write_eml(dir: &Path, id: &str, raw: Vec<u8>) -> Result<(), MailError> {
+/// Writes each `(id, message)` to `{id}.eml`, whole or not at all: a reader
+/// never sees half a message. One blocking task for the batch; each file has
+/// its own outcome, in order.
+async fn write_emls(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Vec<Result<(), MailError>> {
+    let count = files.len();
+    let dir = dir.to_owned();
+    let written = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .map(|(id, raw)| write_eml(&dir, &id, &raw))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let unwritten = |e: &dyn fmt::Display| {
+        MailError::Transient(format!("cannot write to the outbox directory: {e}"))
+    };
+    match written {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|outcome| outcome.map_err(|e| unwritten(&e)))
+            .collect(),
+        // The task panicked or the runtime is shutting down: none is known written.
+        Err(e) => (0..count).map(|_| Err(unwritten(&e))).collect(),
+    }
+}
+
+/// `{id}.eml` in `dir`, through a temporary file renamed into place.
+fn write_eml(dir: &Path, id: &str, raw: &[u8]) -> std::io::Result<()> {
     let path = dir.join(format!("{id}.eml"));
     let temporary = dir.join(format!(".{id}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let written = tokio::task::spawn_blocking(move || {
-        std::fs::write(&temporary, raw)?;
-        std::fs::rename(&temporary, &path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&temporary);
-        })
+    std::fs::write(&temporary, raw)?;
+    std::fs::rename(&temporary, &path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
     })
-    .await
-    .map_err(std::io::Error::other)
-    .flatten();
-    written.map_err(|e| MailError::Transient(format!("cannot write to the outbox directory: {e}")))
 }
 
 #[cfg(test)]

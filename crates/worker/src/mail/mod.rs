@@ -16,7 +16,7 @@ mod tests;
 
 use std::fmt;
 
-pub use mailer::{MailBackend, Mailer, MemoryOutbox, SentEmail};
+pub use mailer::{MailBackend, Mailer, MemoryOutbox, Outgoing, SentEmail};
 pub use render::{TEMPLATES, render};
 
 /// One email, rendered and ready to send.

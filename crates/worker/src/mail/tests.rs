@@ -299,6 +299,42 @@ async fn the_files_backend_writes_one_eml_per_message_id() {
 }
 
 #[tokio::test]
+async fn a_batch_of_files_has_an_outcome_per_message_and_one_failure_spoils_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = Mailer::from_settings(None, dir.path(), "no-reply@localhost").unwrap();
+    // A directory where the second file belongs: that rename fails.
+    std::fs::create_dir(dir.path().join("filed-2.eml")).unwrap();
+    let email = rendered("request_filed");
+    let batch = ["filed-1", "filed-2", "filed-3"]
+        .into_iter()
+        .map(|id| mailer.prepare("owner@example.com", &email, id).unwrap())
+        .collect();
+
+    let outcomes = mailer.deliver(batch).await;
+
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[1], Err(error) if error.is_transient()),
+        "{outcomes:?}"
+    );
+    for id in ["filed-1", "filed-3"] {
+        let raw = std::fs::read_to_string(dir.path().join(format!("{id}.eml"))).unwrap();
+        assert_eq!(headers(&raw)["message-id"], format!("<{id}@releasedesk>"));
+    }
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["filed-1.eml", "filed-2.eml", "filed-3.eml"],
+        "no temporary file left"
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_smtp_server_is_transient() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
