@@ -143,7 +143,12 @@ impl Mailer {
     ) -> Result<(), MailError> {
         let outgoing = self.prepare(to, email, message_id)?;
         let mut outcomes = self.deliver(vec![outgoing]).await;
-        outcomes.pop().unwrap_or(Ok(()))
+        // `deliver` answers every email it is given; none is no success.
+        outcomes.pop().unwrap_or_else(|| {
+            Err(MailError::Transient(
+                "the email was not delivered".to_owned(),
+            ))
+        })
     }
 
     /// `email` built for `to`, ready for [`deliver`](Self::deliver) (the
@@ -211,14 +216,11 @@ impl Mailer {
                 write_emls(dir, files).await
             }
             MailBackend::Memory(sent) => {
-                let mut sent = sent.lock().unwrap_or_else(PoisonError::into_inner);
-                batch
-                    .into_iter()
-                    .map(|outgoing| {
-                        sent.extend(outgoing.kept);
-                        Ok(())
-                    })
-                    .collect()
+                let count = batch.len();
+                sent.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(batch.into_iter().filter_map(|outgoing| outgoing.kept));
+                (0..count).map(|_| Ok(())).collect()
             }
         };
         for (header_id, outcome) in ids.iter().zip(&outcomes) {
