@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use releasedesk_store::{FILING_BATCH_METRIC, TOKEN_LOOKUP_BATCH_METRIC, TokenRef};
-use releasedesk_tests::{TestApp, assert_error, backend_tests};
+use releasedesk_tests::{TestApp, assert_error, backend_tests, eventually};
 use reqwest::StatusCode;
 
 use crate::operations::Committed;
@@ -40,9 +40,12 @@ async fn a_number_filed_in_two_groups_in_flight_is_filed_once() {
     let alone = app.request_release(&acme, contested, "Filed first, in a group of one.");
     let burst = async {
         // The group of one waits on the held table before the burst queues.
-        while app.count(waiting_inserts).await < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            "the group of one to wait on the held table",
+            Duration::from_secs(10),
+            async || (app.count(waiting_inserts).await >= 1).then_some(()),
+        )
+        .await;
         let mut targets = fresh.clone();
         targets.push(contested);
         join_all(targets.iter().map(|number| {

@@ -1,4 +1,4 @@
-//! `send_email`: deliver outbox emails.
+//! `send_email`: an outbox email, rendered and built for delivery.
 
 use releasedesk_store::OutboxItem;
 
