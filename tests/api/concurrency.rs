@@ -330,15 +330,33 @@ async fn thirty_two_concurrent_writers_all_succeed(app: TestApp) {
 /// Filings that queue while the database is busy are written in one
 /// transaction, and each still gets the answer it would have got alone: the
 /// refusals (not ours, in use, already pending, filed twice in the batch, not
-/// active) change nothing for the others.
+/// active, a revoked or unknown token) change nothing for the others. The
+/// group's own read checks the filers' tokens: no filing looks its token up
+/// first, and each is written as its token's customer.
 async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app: TestApp) {
     let acme = app.customer().await;
     let other = app.customer().await;
+    let revoked = app.store.create_token(acme.account_id).await.unwrap();
+    app.store
+        .revoke_token(TokenRef::Id(revoked.id))
+        .await
+        .unwrap();
+    let acme_revoked = releasedesk_tests::Customer {
+        token: revoked.token,
+        ..acme.clone()
+    };
+    let acme_unknown = releasedesk_tests::Customer {
+        token: format!("rd_live_{}", "x".repeat(43)),
+        ..acme.clone()
+    };
     let mut fresh = Vec::new();
     for _ in 0..12 {
         fresh.push(app.number(&acme).await);
     }
     let theirs = app.number(&other).await;
+    let their_own = app.number(&other).await;
+    let by_revoked = app.number(&acme).await;
+    let by_unknown = app.number(&acme).await;
     let in_use = app.number(&acme).await;
     app.agent(&acme, "Night shift", true, &[in_use]).await;
     let pending = app.number(&acme).await;
@@ -357,15 +375,26 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
     )
     .await;
     let before = Committed::now(&app, FILING_BATCH_METRIC).await;
+    let lookups_before = Committed::now(&app, TOKEN_LOOKUP_BATCH_METRIC).await;
 
     // Another connection holds back every write to release_requests.
     let hold = app.hold_writes_to("release_requests").await;
-    let mut targets = fresh.clone();
-    targets.extend([theirs, in_use, pending, twice, twice, gone]);
-    let burst = join_all(targets.iter().map(|number| {
-        let (app, acme) = (&app, &acme);
+    let mut targets: Vec<_> = fresh.iter().map(|number| (&acme, *number)).collect();
+    targets.extend([
+        (&acme, theirs),
+        (&acme, in_use),
+        (&acme, pending),
+        (&acme, twice),
+        (&acme, twice),
+        (&acme, gone),
+        (&other, their_own),
+        (&acme_revoked, by_revoked),
+        (&acme_unknown, by_unknown),
+    ]);
+    let burst = join_all(targets.iter().map(|(who, number)| {
+        let app = &app;
         async move {
-            app.request_release(acme, *number, "Part of a burst of filings.")
+            app.request_release(who, *number, "Part of a burst of filings.")
                 .await
         }
     }));
@@ -385,7 +414,18 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
             "{body}"
         );
     }
-    let [theirs, in_use, pending, first, second, gone] = refused else {
+    let [
+        theirs,
+        in_use,
+        pending,
+        first,
+        second,
+        gone,
+        their_own,
+        by_revoked,
+        by_unknown,
+    ] = refused
+    else {
         panic!("{refused:?}");
     };
     assert_error(theirs.0, &theirs.1, StatusCode::NOT_FOUND, "NOT_FOUND");
@@ -403,10 +443,32 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
     );
     assert_filed_once(first, second);
     assert_error(gone.0, &gone.1, StatusCode::CONFLICT, "NUMBER_NOT_ACTIVE");
+    assert_eq!(their_own.0, StatusCode::CREATED, "{}", their_own.1);
+    for unknown in [by_revoked, by_unknown] {
+        assert_error(
+            unknown.0,
+            &unknown.1,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+        );
+    }
+    lookups_before.assert_since(
+        Committed::now(&app, TOKEN_LOOKUP_BATCH_METRIC).await,
+        0,
+        0.0,
+    );
 
-    // The pending one, the twelve and one of the twice-filed: each with its
-    // event and both emails.
-    let filed = 1 + fresh.len() as i64 + 1;
+    // The pending one, the twelve, one of the twice-filed and the other
+    // account's own: each with its event and both emails.
+    let acme_filed = 1 + fresh.len() as i64 + 1;
+    let filed = acme_filed + 1;
+    for (who, count) in [(&acme, acme_filed), (&other, 1)] {
+        let requested_by = format!(
+            "SELECT COUNT(*) FROM release_requests WHERE requested_by = 'customer:{}'",
+            who.account_id
+        );
+        assert_eq!(app.count(&requested_by).await, count);
+    }
     assert_eq!(
         app.count("SELECT COUNT(*) FROM release_requests").await,
         filed

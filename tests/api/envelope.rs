@@ -10,6 +10,7 @@ backend_tests!(
     wrong_method_is_405_in_the_envelope,
     missing_token_is_401_with_www_authenticate,
     unknown_or_malformed_token_is_401,
+    a_filing_by_an_unknown_caller_is_401_whatever_else_is_wrong,
     non_uuid_id_in_the_path_is_404,
     bad_limit_status_or_cursor_is_422,
     oversized_body_is_413,
@@ -133,6 +134,77 @@ async fn unknown_or_malformed_token_is_401(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A filing checks its token only in the filing's own read, yet an unknown or
+/// revoked token is told 401 before anything about its request (a number of
+/// another account, a path that is no id, a body that would not do), and a
+/// staff token 403; the account's own token gets the request's own answer.
+async fn a_filing_by_an_unknown_caller_is_401_whatever_else_is_wrong(app: TestApp) {
+    let acme = app.customer().await;
+    let globex = app.customer().await;
+    let ours = app.number(&acme).await;
+    let theirs = app.number(&globex).await;
+    let revoked = app.store.create_token(acme.account_id).await.unwrap();
+    app.store
+        .revoke_token(releasedesk_store::TokenRef::Id(revoked.id))
+        .await
+        .unwrap();
+    let staff = app.reviewer("Rita Reviewer").await;
+    let file = |number: String, body: serde_json::Value| {
+        (
+            format!("/api/v1/phone-numbers/{number}/request-release"),
+            body,
+        )
+    };
+    let fine = serde_json::json!({ "reason": "We no longer need this line." });
+    let requests = [
+        file(ours.to_string(), fine.clone()),
+        file(theirs.to_string(), fine.clone()),
+        file("not-a-uuid".into(), fine.clone()),
+        file(ours.to_string(), serde_json::json!({ "reason": "short" })),
+        file(ours.to_string(), serde_json::json!({})),
+    ];
+    let unknown = format!("rd_live_{}", "x".repeat(43));
+    for token in [
+        Some(unknown.as_str()),
+        Some(&revoked.token),
+        Some("garbage"),
+        None,
+    ] {
+        for (path, body) in &requests {
+            let (status, answer) = app
+                .call(Method::POST, path, token, Some(body.clone()))
+                .await;
+            assert_error(status, &answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+        }
+    }
+    for (path, body) in &requests {
+        let (status, answer) = app
+            .call(Method::POST, path, Some(&staff.token), Some(body.clone()))
+            .await;
+        assert_error(status, &answer, StatusCode::FORBIDDEN, "FORBIDDEN");
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM release_requests").await,
+        0,
+        "nothing filed by an unknown caller or staff"
+    );
+
+    let expected = [
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
+    ];
+    for ((path, body), (code, error)) in requests[1..].iter().zip(expected) {
+        let (status, answer) = app.post(path, &acme, body.clone()).await;
+        assert_error(status, &answer, code, error);
+    }
+    let (path, body) = &requests[0];
+    let (status, answer) = app.post(path, &acme, body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["data"]["phone_number_id"], ours.to_string());
 }
 
 async fn non_uuid_id_in_the_path_is_404(app: TestApp) {

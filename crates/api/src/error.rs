@@ -47,6 +47,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Domain(e) => Self::Domain(e),
+            StoreError::Unauthenticated => Self::Unauthorized,
             StoreError::Unavailable(_) => Self::Unavailable,
             other => Self::Internal(format!("{other:#?}")),
         }

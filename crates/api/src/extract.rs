@@ -6,7 +6,7 @@ use axum::{
     http::{StatusCode, header, request::Parts},
 };
 use releasedesk_domain::DomainError;
-use releasedesk_store::{CustomerPrincipal, Principal, StaffPrincipal, Store};
+use releasedesk_store::{CustomerPrincipal, Principal, StaffPrincipal, Store, is_customer_token};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -180,6 +180,49 @@ where
                 Err(DomainError::Forbidden("staff tokens cannot use the customer API").into())
             }
         }
+    }
+}
+
+/// The caller of a customer write whose own statement checks the token (see
+/// `Store::file_request_with_token`), so that the request waits for no
+/// look-up of its own first: the customer if the token was already looked up
+/// (the guard does for an idempotent POST), else the customer token as sent,
+/// unchecked. Anything other than a customer token is authenticated here,
+/// as for [`Customer`].
+pub enum CustomerCaller {
+    Known(CustomerPrincipal),
+    Unchecked(String),
+}
+
+impl CustomerCaller {
+    /// The customer, looked up now if it was not: for an answer that must
+    /// not tell an unknown caller more than 401.
+    pub async fn check(&self, store: &Store) -> Result<CustomerPrincipal, ApiError> {
+        match self {
+            Self::Known(customer) => Ok(*customer),
+            Self::Unchecked(token) => store
+                .authenticate_customer(token)
+                .await?
+                .ok_or(ApiError::Unauthorized),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for CustomerCaller
+where
+    Store: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.extensions.get::<Principal>().is_none()
+            && let Some(token) = bearer_token(&parts.headers).filter(|t| is_customer_token(t))
+        {
+            return Ok(Self::Unchecked(token.to_owned()));
+        }
+        let Customer(customer) = Customer::from_request_parts(parts, state).await?;
+        Ok(Self::Known(customer))
     }
 }
 

@@ -1,6 +1,8 @@
 //! What stands in front of every JSON API request, before its handler: the rate
-//! limit per token, authentication (once; handlers' extractors reuse it), and
-//! `Idempotency-Key` replay for POSTs (CONTRACT §3).
+//! limit per token and `Idempotency-Key` replay for POSTs (CONTRACT §3).
+//! Authentication is the handlers' extractors' (`extract`): the guard looks
+//! the caller up only for a key, whose scope is the caller, and hands the
+//! principal on so that it is looked up once.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -134,6 +136,12 @@ pub async fn run(State(guard): State<Guard>, mut request: Request, next: Next) -
         return ApiError::RateLimited { retry_after_secs }.into_response();
     }
 
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let Some(key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
+        return next.run(request).await;
+    };
     let principal = match token {
         Some(token) => match guard.store.authenticate(&token).await {
             Ok(principal) => principal,
@@ -150,14 +158,9 @@ pub async fn run(State(guard): State<Guard>, mut request: Request, next: Next) -
         Principal::Staff(staff) => KeyScope::staff(staff.id),
     };
     request.extensions_mut().insert(principal);
-
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    match request.headers().get(IDEMPOTENCY_KEY).map(idempotency_key) {
-        None => next.run(request).await,
-        Some(Err(error)) => error.into_response(),
-        Some(Ok(key)) => idempotent(&guard, &scope, &key, request, next)
+    match idempotency_key(&key) {
+        Err(error) => error.into_response(),
+        Ok(key) => idempotent(&guard, &scope, &key, request, next)
             .await
             .unwrap_or_else(IntoResponse::into_response),
     }

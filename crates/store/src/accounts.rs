@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use releasedesk_domain::{DomainError, EmailAddress, time::now};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -29,6 +31,17 @@ fn new_token(prefix: &str) -> String {
 /// What the database keeps of a token.
 pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Whether `token` says it is a customer token (whether it is known is another
+/// matter).
+pub fn is_customer_token(token: &str) -> bool {
+    token.starts_with(CUSTOMER_TOKEN_PREFIX)
+}
+
+/// What the database keeps of `token`, if it is a customer token at all.
+pub(crate) fn customer_token_hash(token: &str) -> Option<String> {
+    is_customer_token(token).then(|| hash_token(token))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -369,12 +382,12 @@ impl Store {
         &self,
         token: &str,
     ) -> Result<Option<CustomerPrincipal>, StoreError> {
-        if !token.starts_with(CUSTOMER_TOKEN_PREFIX) {
+        let Some(hash) = customer_token_hash(token) else {
             return Ok(None);
-        }
+        };
         self.groups
             .customer_tokens
-            .submit(hash_token(token), || CustomerTokens(self.detached()))
+            .submit(hash, || CustomerTokens(self.detached()))
             .await
     }
 }
@@ -397,36 +410,45 @@ impl Group for CustomerTokens {
         &self,
         hashes: &[String],
     ) -> Result<Vec<Result<Self::Answer, StoreError>>, StoreError> {
-        let found: HashMap<String, CustomerPrincipal> = api_token::Entity::find()
-            .select_only()
-            .column(api_token::Column::TokenHash)
-            .column(api_token::Column::Id)
-            .column(api_token::Column::AccountId)
-            .filter(one_of(
-                api_token::Column::TokenHash,
-                hashes.to_vec(),
-                self.0.db.get_database_backend(),
-            ))
-            .filter(api_token::Column::RevokedAt.is_null())
-            .into_tuple::<(String, Uuid, Uuid)>()
-            .all(&self.0.db)
-            .await?
-            .into_iter()
-            .map(|(hash, token_id, account_id)| {
-                (
-                    hash,
-                    CustomerPrincipal {
-                        account_id,
-                        token_id,
-                    },
-                )
-            })
-            .collect();
+        let found = valid_customer_tokens(&self.0.db, hashes).await?;
         Ok(hashes
             .iter()
             .map(|hash| Ok(found.get(hash).copied()))
             .collect())
     }
+}
+
+/// The customer tokens among `hashes` that are known and not revoked, by hash.
+pub(crate) async fn valid_customer_tokens(
+    db: &impl ConnectionTrait,
+    hashes: &[String],
+) -> Result<HashMap<String, CustomerPrincipal>, StoreError> {
+    let rows = api_token::Entity::find()
+        .select_only()
+        .column(api_token::Column::TokenHash)
+        .column(api_token::Column::Id)
+        .column(api_token::Column::AccountId)
+        .filter(one_of(
+            api_token::Column::TokenHash,
+            hashes.to_vec(),
+            db.get_database_backend(),
+        ))
+        .filter(api_token::Column::RevokedAt.is_null())
+        .into_tuple::<(String, Uuid, Uuid)>()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(hash, token_id, account_id)| {
+            (
+                hash,
+                CustomerPrincipal {
+                    account_id,
+                    token_id,
+                },
+            )
+        })
+        .collect())
 }
 
 #[cfg(test)]

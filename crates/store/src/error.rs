@@ -7,6 +7,10 @@ pub enum StoreError {
     /// A business rule said no; maps one-to-one to a contract error code.
     #[error(transparent)]
     Domain(#[from] DomainError),
+    /// The caller's token is unknown or revoked (where the store checks it
+    /// itself, in the statement that uses it).
+    #[error("unknown or revoked token")]
+    Unauthenticated,
     /// The database cannot be reached right now; the caller may retry.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),

@@ -8,6 +8,11 @@
 //! a number filed twice in one group is filed once, the second gets
 //! `RELEASE_ALREADY_PENDING`. On PostgreSQL a second group is written beside
 //! the first once a full one waits (see [`Filings::in_flight`]).
+//!
+//! A customer's filing over the API brings its bearer token unchecked, and the
+//! group's read checks it along with the numbers
+//! ([`Store::file_request_with_token`]): the request then costs no look-up of
+//! its own before it joins a group.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,8 +20,8 @@ use chrono::{DateTime, Utc};
 use releasedesk_domain::{DomainError, InUseAgent, NumberStatus, Reason, RequestStatus, time::now};
 use sea_orm::{
     ActiveValue::Set,
-    ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType, QueryFilter, QuerySelect,
-    Select,
+    Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType, QueryFilter,
+    QuerySelect, QueryTrait, Select,
     sea_query::{Expr, ExprTrait, Query},
 };
 use serde_json::json;
@@ -24,8 +29,11 @@ use uuid::Uuid;
 
 use crate::{
     Actor, Backend, FiledRequest, Pool, Store, StoreError,
+    accounts::{customer_token_hash, valid_customer_tokens},
     db::{PgQuery, begin_write, one_of, unindexed},
-    entity::{account, agent, agent_number, phone_number, release_event, release_request},
+    entity::{
+        account, agent, agent_number, api_token, phone_number, release_event, release_request,
+    },
     error::{is_sqlx_unique_violation, is_unique_violation},
     events,
     group::Group,
@@ -43,10 +51,18 @@ const OPEN: &str = "release_requests.status IN ('pending', 'approved', 'releasin
 
 /// One filing, as the caller asked for it.
 pub(crate) struct Filing {
-    account_id: Uuid,
+    filer: Filer,
     number_id: Uuid,
     reason: Reason,
-    actor: Actor,
+}
+
+/// Who files.
+enum Filer {
+    /// Already known: the account the request is for, and who acts for it.
+    Known { account_id: Uuid, actor: Actor },
+    /// The hash of a customer token, checked by the group's read: its account
+    /// files, as the customer.
+    Token(String),
 }
 
 type Outcome = Result<FiledRequest, StoreError>;
@@ -99,11 +115,37 @@ impl Store {
         reason: Reason,
         actor: Actor,
     ) -> Result<FiledRequest, StoreError> {
+        let filer = Filer::Known { account_id, actor };
+        self.file(filer, number_id, reason).await
+    }
+
+    /// Files a release request as the customer whose token `token` is, checking
+    /// the token in the filing group's own read (see the module's comment)
+    /// rather than in a look-up first. The token is checked after the call
+    /// began, as an up-front look-up would be, so a revocation committed
+    /// before it is always seen. `Unauthenticated` if the token is not a
+    /// customer token, or unknown, or revoked; otherwise as
+    /// [`Store::file_request`] for the token's account.
+    pub async fn file_request_with_token(
+        &self,
+        token: &str,
+        number_id: Uuid,
+        reason: Reason,
+    ) -> Result<FiledRequest, StoreError> {
+        let hash = customer_token_hash(token).ok_or(StoreError::Unauthenticated)?;
+        self.file(Filer::Token(hash), number_id, reason).await
+    }
+
+    async fn file(
+        &self,
+        filer: Filer,
+        number_id: Uuid,
+        reason: Reason,
+    ) -> Result<FiledRequest, StoreError> {
         let filing = Filing {
-            account_id,
+            filer,
             number_id,
             reason,
-            actor,
         };
         self.groups
             .filings
@@ -213,8 +255,18 @@ impl Store {
             emails: Vec::new(),
         };
         for filing in filings {
+            let (account_id, actor) = match &filing.filer {
+                Filer::Known { account_id, actor } => (*account_id, *actor),
+                Filer::Token(hash) => match found.tokens.get(hash) {
+                    Some(&account_id) => (account_id, Actor::Customer(account_id)),
+                    None => {
+                        decided.outcomes.push(Err(StoreError::Unauthenticated));
+                        continue;
+                    }
+                },
+            };
             let number = match found.numbers.get(&filing.number_id) {
-                Some(number) if number.account_id == Some(filing.account_id) => number,
+                Some(number) if number.account_id == Some(account_id) => number,
                 _ => {
                     decided.outcomes.push(Err(DomainError::NotFound.into()));
                     continue;
@@ -241,7 +293,7 @@ impl Store {
             let (Some(account_name), Some(account_email)) =
                 (&number.account_name, &number.account_email)
             else {
-                let missing = format!("account {} is missing", filing.account_id);
+                let missing = format!("account {account_id} is missing");
                 decided.outcomes.push(Err(StoreError::Corrupt(missing)));
                 continue;
             };
@@ -281,8 +333,8 @@ impl Store {
             }
             decided.accepted.push(Accepted {
                 filed: filed.clone(),
-                account_id: filing.account_id,
-                actor: filing.actor,
+                account_id,
+                actor,
                 event_id,
             });
             decided.outcomes.push(Ok(filed));
@@ -291,9 +343,11 @@ impl Store {
     }
 }
 
-/// What a group of filings found of its numbers.
+/// What a group of filings found of its numbers and its filers' tokens.
 struct Found {
     numbers: HashMap<Uuid, Candidate>,
+    /// The account of each valid token among the group's, by hash.
+    tokens: HashMap<String, Uuid>,
     /// The active agents of the numbers in use.
     in_use: HashMap<Uuid, Vec<InUseAgent>>,
 }
@@ -301,14 +355,40 @@ struct Found {
 impl Found {
     async fn read(db: &impl ConnectionTrait, filings: &[Filing]) -> Result<Self, StoreError> {
         let number_ids: Vec<Uuid> = filings.iter().map(|f| f.number_id).collect();
-        let numbers: HashMap<Uuid, Candidate> =
-            candidates_select(&number_ids, db.get_database_backend())
-                .into_model::<Candidate>()
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|number| (number.id, number))
-                .collect();
+        let hashes: Vec<String> = filings
+            .iter()
+            .filter_map(|f| match &f.filer {
+                Filer::Token(hash) => Some(hash.clone()),
+                Filer::Known { .. } => None,
+            })
+            .collect();
+        let mut numbers = HashMap::with_capacity(number_ids.len());
+        let mut tokens = HashMap::new();
+        let rows = candidates_select(&number_ids, &hashes, db.get_database_backend())
+            .into_model::<Candidate>()
+            .all(db)
+            .await?;
+        for mut number in rows {
+            if let (Some(hash), Some(account_id)) = (number.token_hash.take(), number.account_id) {
+                tokens.insert(hash, account_id);
+            }
+            numbers.insert(number.id, number);
+        }
+        // A token the read did not pair with a number of its account is
+        // unknown, revoked, or filing for a number it does not own (404, not
+        // 401): rare, so only then is it looked up alone.
+        let unpaired: Vec<String> = hashes
+            .into_iter()
+            .filter(|hash| !tokens.contains_key(hash))
+            .collect();
+        if !unpaired.is_empty() {
+            let valid = valid_customer_tokens(db, &unpaired).await?;
+            tokens.extend(
+                valid
+                    .into_iter()
+                    .map(|(hash, principal)| (hash, principal.account_id)),
+            );
+        }
         // Who uses a number matters only for the refusal's details: rare.
         let used: Vec<Uuid> = numbers
             .values()
@@ -320,7 +400,11 @@ impl Found {
         } else {
             agents_using(db, &used).await?
         };
-        Ok(Self { numbers, in_use })
+        Ok(Self {
+            numbers,
+            tokens,
+            in_use,
+        })
     }
 }
 
@@ -507,15 +591,20 @@ struct Candidate {
     in_use: bool,
     /// It has an open request.
     open: bool,
+    /// One of the group's tokens, valid and of the number's owner (a number
+    /// comes once for each such token, or once with none).
+    token_hash: Option<String>,
 }
 
 /// The group's numbers with their owner and whether each is in use or has an
-/// open request, in one statement. Both tests are `EXISTS` on the number's own
+/// open request, paired with those of the group's token `hashes` that are
+/// valid and of the number's owner, in one statement. Both tests are `EXISTS` on the number's own
 /// rows: the open requests through `idx_release_requests_number` (a number has
 /// few requests, open or not), the status test [`unindexed`] so no planner walks
 /// every open request instead.
 pub(crate) fn candidates_select(
     numbers: &[Uuid],
+    hashes: &[String],
     backend: DbBackend,
 ) -> Select<phone_number::Entity> {
     let in_use = Query::select()
@@ -544,7 +633,18 @@ pub(crate) fn candidates_select(
         )
         .and_where(unindexed(Expr::cust(OPEN)))
         .to_owned();
-    phone_number::Entity::find()
+    let owners_token = Condition::all()
+        .add(
+            Expr::col((api_token::Entity, api_token::Column::AccountId))
+                .equals((phone_number::Entity, phone_number::Column::AccountId)),
+        )
+        .add(Expr::col((api_token::Entity, api_token::Column::RevokedAt)).is_null())
+        .add(one_of(
+            api_token::Column::TokenHash,
+            hashes.to_vec(),
+            backend,
+        ));
+    let mut select = phone_number::Entity::find()
         .select_only()
         .columns([
             phone_number::Column::Id,
@@ -557,6 +657,7 @@ pub(crate) fn candidates_select(
         .column_as(account::Column::Email, "account_email")
         .expr_as(Expr::exists(in_use), "in_use")
         .expr_as(Expr::exists(open), "open")
+        .column_as(api_token::Column::TokenHash, "token_hash")
         .join(
             JoinType::LeftJoin,
             phone_number::Entity::belongs_to(account::Entity)
@@ -564,7 +665,9 @@ pub(crate) fn candidates_select(
                 .to(account::Column::Id)
                 .into(),
         )
-        .filter(one_of(phone_number::Column::Id, numbers.to_vec(), backend))
+        .filter(one_of(phone_number::Column::Id, numbers.to_vec(), backend));
+    QueryTrait::query(&mut select).join(JoinType::LeftJoin, api_token::Entity, owners_token);
+    select
 }
 
 #[cfg(test)]
@@ -581,9 +684,13 @@ mod tests {
     #[test]
     fn a_groups_read_on_postgresql_is_one_statement_whatever_its_size() {
         let sql = |n| {
-            candidates_select(&vec![Uuid::nil(); n], DbBackend::Postgres)
-                .build(DbBackend::Postgres)
-                .sql
+            candidates_select(
+                &vec![Uuid::nil(); n],
+                &vec![String::new(); n],
+                DbBackend::Postgres,
+            )
+            .build(DbBackend::Postgres)
+            .sql
         };
         assert_eq!(sql(1), sql(64));
         assert!(

@@ -35,7 +35,7 @@ use sea_orm::DatabaseConnection;
 
 pub use accounts::{
     CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, Principal, RevokedToken,
-    StaffPrincipal, StaffRole, TOKEN_LOOKUP_BATCH_METRIC, TokenRef,
+    StaffPrincipal, StaffRole, TOKEN_LOOKUP_BATCH_METRIC, TokenRef, is_customer_token,
 };
 pub use agents::{AgentPatch, AgentView, NewAgent};
 pub use db::{Backend, DbOptions, Pool, connect};

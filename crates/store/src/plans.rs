@@ -11,19 +11,24 @@ use crate::{Backend, Store, StoreError, execution, filing};
 /// the table: what a group of filings and a group of releases look up.
 #[derive(Debug, Clone)]
 pub struct GroupPlans {
-    /// The group's numbers, with their owner and whether each is in use or
-    /// has an open request.
+    /// The group's numbers, with their owner, whether each is in use or has
+    /// an open request, and the group's tokens of its owner.
     pub open_requests: Vec<String>,
     /// The guarded UPDATE that takes the group's requests for release.
     pub take_releases: Vec<String>,
 }
 
 impl Store {
-    /// [`GroupPlans`] for a group of `size` (made-up) ids.
+    /// [`GroupPlans`] for a group of `size` (made-up) ids, each filing with a
+    /// token of its own.
     pub async fn group_plans(&self, size: usize) -> Result<GroupPlans, StoreError> {
         let backend = self.db.get_database_backend();
         let ids: Vec<Uuid> = (0..size).map(|_| releasedesk_domain::new_id()).collect();
-        let open_requests = filing::candidates_select(&ids, backend).build(backend);
+        let tokens: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{:064x}", id.as_u128()))
+            .collect();
+        let open_requests = filing::candidates_select(&ids, &tokens, backend).build(backend);
         let take_releases =
             execution::released_together(&ids, releasedesk_domain::time::now()).build(backend);
         Ok(GroupPlans {

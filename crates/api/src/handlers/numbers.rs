@@ -7,7 +7,7 @@ use crate::{
     ApiError,
     body::{ListQuery, PatchNumberBody, RequestReleaseBody},
     envelope::{Created, Data, Listed},
-    extract::{Customer, Json, PathId, Query},
+    extract::{Customer, CustomerCaller, Json, PathId, Query},
     openapi::{DataEnvelope, ListEnvelope, PageParams},
 };
 
@@ -116,15 +116,28 @@ pub async fn release_preview(
 )]
 pub async fn request_release(
     State(store): State<Store>,
-    Customer(me): Customer,
-    PathId(id): PathId,
-    Json(body): Json<RequestReleaseBody>,
+    caller: CustomerCaller,
+    id: Result<PathId, ApiError>,
+    body: Result<Json<RequestReleaseBody>, ApiError>,
 ) -> Result<Created<FiledRequest>, ApiError> {
-    let reason = body.parse()?;
-    let actor = Actor::Customer(me.account_id);
-    Ok(Created(
-        store.file_request(me.account_id, id, reason, actor).await?,
-    ))
+    let (id, reason) = match id.and_then(|PathId(id)| Ok((id, body?.0.parse()?))) {
+        Ok(filing) => filing,
+        Err(error) => {
+            // An unknown caller learns nothing about its request: 401 first.
+            caller.check(&store).await?;
+            return Err(error);
+        }
+    };
+    let filed = match caller {
+        CustomerCaller::Known(me) => {
+            let actor = Actor::Customer(me.account_id);
+            store.file_request(me.account_id, id, reason, actor).await?
+        }
+        CustomerCaller::Unchecked(token) => {
+            store.file_request_with_token(&token, id, reason).await?
+        }
+    };
+    Ok(Created(filed))
 }
 
 /// Reclaim a released phone number

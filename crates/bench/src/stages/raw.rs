@@ -106,19 +106,23 @@ pub const GROUP: usize = 16;
 
 /// The statements `serve` sends PostgreSQL for a group of [`GROUP`] filings,
 /// as `releasedesk_store`'s filing writer sends them: the group's read (`=
-/// ANY` of its numbers; keep it like `filing::candidates_select`), the store's
-/// own [`INSERT_FILINGS`] of its requests, events and emails from arrays
-/// (committing on its own), and the emails' "sent" mark as the dispatcher
-/// settles them. The first statement stands in for the customer token
-/// look-up; the arrays come from `bench_groups`, made before the run.
+/// ANY` of its numbers, joined to the filers' tokens; keep it like
+/// `filing::candidates_select`), the store's own [`INSERT_FILINGS`] of its
+/// requests, events and emails from arrays (committing on its own), and the
+/// emails' "sent" mark as the dispatcher settles them. The first statement
+/// fetches the group's arrays from `bench_groups`, made before the run (`serve`
+/// has them in memory: a primary-key read more than it sends).
 /// Rendering and sending the emails stay out: they are not the database's work.
 fn group_script() -> String {
-    const READ: &str = r"SELECT nums, accounts, e164s, reasons, requested_by, fees, currencies, reqs, evs, emails, topics, recipients, payloads, dedups FROM bench_groups WHERE g = (SELECT nextval('bench_group_seq'))
+    const READ: &str = r"SELECT nums, hashes, accounts, e164s, reasons, requested_by, fees, currencies, reqs, evs, emails, topics, recipients, payloads, dedups FROM bench_groups WHERE g = (SELECT nextval('bench_group_seq'))
 \gset
 SELECT p.id, p.e164, p.account_id, p.status, p.purchased_at, a.name AS account_name, a.email AS account_email,
     EXISTS (SELECT 1 FROM agent_numbers INNER JOIN agents ON agents.id = agent_numbers.agent_id WHERE agent_numbers.phone_number_id = p.id AND agents.active = TRUE) AS in_use,
-    EXISTS (SELECT 1 FROM release_requests WHERE release_requests.phone_number_id = p.id AND CASE WHEN release_requests.status IN ('pending', 'approved', 'releasing') THEN TRUE ELSE FALSE END) AS open
-FROM phone_numbers p LEFT JOIN accounts a ON p.account_id = a.id WHERE p.id = ANY(:nums::uuid[]);
+    EXISTS (SELECT 1 FROM release_requests WHERE release_requests.phone_number_id = p.id AND CASE WHEN release_requests.status IN ('pending', 'approved', 'releasing') THEN TRUE ELSE FALSE END) AS open,
+    t.token_hash
+FROM phone_numbers p LEFT JOIN accounts a ON p.account_id = a.id
+    LEFT JOIN api_tokens t ON t.account_id = p.account_id AND t.revoked_at IS NULL AND t.token_hash = ANY(:hashes::text[])
+WHERE p.id = ANY(:nums::uuid[]);
 ";
     const SENT: &str = "UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL \
         WHERE id = ANY(:emails::uuid[]);\n";
@@ -158,14 +162,16 @@ FROM phone_numbers p LEFT JOIN accounts a ON p.account_id = a.id WHERE p.id = AN
 /// [`GROUP`] numbers not yet filed (`n` above `from`), ids made up front.
 const GROUPS_TABLE: &str = "CREATE TABLE bench_groups AS \
     WITH f AS (SELECT b.n, (b.n - {from} - 1) / {group} + 1 AS g, p.id AS number_id, \
-        p.account_id, p.e164, a.name, a.email, bench_uuid7() AS req, \
+        p.account_id, p.e164, a.name, a.email, t.token_hash, bench_uuid7() AS req, \
         bench_uuid7() AS ev, bench_uuid7() AS e1, bench_uuid7() AS e2 \
         FROM bench_numbers b JOIN phone_numbers p ON p.id = b.id \
-        JOIN accounts a ON a.id = p.account_id WHERE b.n > {from}), \
+        JOIN accounts a ON a.id = p.account_id \
+        JOIN api_tokens t ON t.account_id = p.account_id WHERE b.n > {from}), \
     x AS (SELECT f.*, 'customer:' || account_id AS actor, json_build_object('request_id', req, \
         'phone_number', e164, 'account_name', name, 'reason', 'Benchmark filing for a fresh number', \
         'early_termination_fee', '25.00', 'currency', 'USD', 'requested_at', now())::text AS payload FROM f) \
     SELECT g, array_agg(number_id ORDER BY n)::text AS nums, \
+        array_agg(token_hash ORDER BY n)::text AS hashes, \
         array_agg(account_id ORDER BY n)::text AS accounts, array_agg(e164 ORDER BY n)::text AS e164s, \
         array_agg('Benchmark filing for a fresh number'::text ORDER BY n)::text AS reasons, \
         array_agg(actor ORDER BY n)::text AS requested_by, array_agg(2500::int8 ORDER BY n)::text AS fees, \
