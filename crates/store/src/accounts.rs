@@ -375,8 +375,9 @@ impl Store {
 
     /// The account behind a customer token, if the token is known and not revoked.
     ///
-    /// Every API request asks this first, so concurrent look-ups share one
-    /// statement (see `group`): a revocation committed before the request
+    /// Every API request but a filing asks this first (a filing's group reads
+    /// its token with its numbers, see `filing`), so concurrent look-ups share
+    /// one statement (see `group`): a revocation committed before the request
     /// arrived is always seen.
     pub async fn authenticate_customer(
         &self,

@@ -1,7 +1,7 @@
 //! Group commit: one writer task per process and kind of write, which takes
-//! every request waiting and commits them in one transaction. Reads that every
-//! request makes (the token look-up) are grouped the same way: one statement
-//! for every caller waiting instead of a round trip each.
+//! every request waiting and commits them in one transaction. Reads that most
+//! requests make (the customer token look-up) are grouped the same way: one
+//! statement for every caller waiting instead of a round trip each.
 //!
 //! Run one by one, a burst of small write transactions queues on commits: on
 //! SQLite each holds the single write lock for all its statements, on

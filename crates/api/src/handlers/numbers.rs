@@ -120,7 +120,11 @@ pub async fn request_release(
     id: Result<PathId, ApiError>,
     body: Result<Json<RequestReleaseBody>, ApiError>,
 ) -> Result<Created<FiledRequest>, ApiError> {
-    let (id, reason) = match id.and_then(|PathId(id)| Ok((id, body?.0.parse()?))) {
+    let filing = match (id, body) {
+        (Ok(PathId(id)), Ok(Json(body))) => body.parse().map(|reason| (id, reason)),
+        (Err(error), _) | (_, Err(error)) => Err(error),
+    };
+    let (id, reason) = match filing {
         Ok(filing) => filing,
         Err(error) => {
             // An unknown caller learns nothing about its request: 401 first.
