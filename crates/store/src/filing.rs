@@ -598,10 +598,11 @@ struct Candidate {
 
 /// The group's numbers with their owner and whether each is in use or has an
 /// open request, paired with those of the group's token `hashes` that are
-/// valid and of the number's owner, in one statement. Both tests are `EXISTS` on the number's own
-/// rows: the open requests through `idx_release_requests_number` (a number has
-/// few requests, open or not), the status test [`unindexed`] so no planner walks
-/// every open request instead.
+/// valid and of the number's owner, in one statement. Both tests are `EXISTS`
+/// on the number's own rows: the open requests through
+/// `idx_release_requests_number` (a number has few requests, open or not), the
+/// status test [`unindexed`] so no planner walks every open request instead.
+/// The tokens join by their unique hash.
 pub(crate) fn candidates_select(
     numbers: &[Uuid],
     hashes: &[String],
