@@ -174,23 +174,68 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// waits, and a page written by many commits in between is copied once.
 /// `PASSIVE` never blocks writers or readers: frames a reader still needs are
 /// left for the next round. Measured in docs/BENCHMARKS.md.
+///
+/// A checkpoint that keeps failing (a full disk, say) is logged when it starts
+/// failing, then at most once per [`FAILURE_REMINDER`], and once more when
+/// checkpoints succeed again: not ten warnings a second.
 async fn checkpoint_wal(pool: SqlitePool) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = Failures::default();
     loop {
         every.tick().await;
         if pool.is_closed() {
             return;
         }
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&pool)
             .await
         {
-            if pool.is_closed() {
-                return;
+            Ok(_) => {
+                if let Some(failed) = failures.succeeded() {
+                    tracing::info!(failed, "SQLite checkpoints succeed again");
+                }
             }
-            tracing::warn!(%error, "SQLite checkpoint failed");
+            Err(_) if pool.is_closed() => return,
+            Err(error) => {
+                if let Some(in_a_row) = failures.failed(std::time::Instant::now()) {
+                    tracing::warn!(%error, in_a_row, "SQLite checkpoint failed");
+                }
+            }
         }
+    }
+}
+
+/// How often a failure that goes on is logged again.
+const FAILURE_REMINDER: Duration = Duration::from_secs(60);
+
+/// A run of failures of something retried on a timer, for logging it without
+/// flooding the log.
+#[derive(Debug, Default)]
+struct Failures {
+    in_a_row: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+impl Failures {
+    /// Counts a failure at `now`; `Some(failures in a row)` if it is to be
+    /// logged: the first of a run, then one per [`FAILURE_REMINDER`].
+    fn failed(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.in_a_row += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= FAILURE_REMINDER);
+        due.then(|| {
+            self.logged_at = Some(now);
+            self.in_a_row
+        })
+    }
+
+    /// Ends a run; `Some(how many failed)` if there was one.
+    fn succeeded(&mut self) -> Option<u64> {
+        let failed = std::mem::take(&mut self.in_a_row);
+        self.logged_at = None;
+        (failed > 0).then_some(failed)
     }
 }
 
@@ -448,6 +493,23 @@ mod tests {
     use tokio::time::{Instant, sleep, timeout};
 
     use super::*;
+
+    /// A run of failures is logged at its start, then once a minute, and its
+    /// end is reported with its length; the next run starts afresh.
+    #[test]
+    fn a_run_of_failures_is_logged_at_its_start_then_once_a_minute() {
+        let start = std::time::Instant::now();
+        let at = |ms: u64| start + std::time::Duration::from_millis(ms);
+        let mut failures = Failures::default();
+        assert_eq!(failures.succeeded(), None, "no run, nothing to report");
+        assert_eq!(failures.failed(at(0)), Some(1));
+        assert_eq!(failures.failed(at(100)), None);
+        assert_eq!(failures.failed(at(59_999)), None);
+        assert_eq!(failures.failed(at(60_000)), Some(4));
+        assert_eq!(failures.failed(at(60_100)), None);
+        assert_eq!(failures.succeeded(), Some(5));
+        assert_eq!(failures.failed(at(60_200)), Some(1), "a new run");
+    }
 
     /// Whether `turn` is had on the first poll, without waiting at all.
     fn at_once(turn: impl Future<Output = Place>) -> bool {
