@@ -854,3 +854,104 @@ async fn emails_claimed_by_a_process_that_died_go_out_from_another_after_the_lea
         .await;
     assert_eq!(resent, 2, "sent on the second attempt");
 }
+
+/// On SQLite the queue keeps only the indexes on `status` that pay for
+/// themselves (a job's status changes three times, each change moving its
+/// entry in every such index): `queue::setup` drops apalis's wide ones, the
+/// two look-ups by status we run still read an index, never every job, and
+/// the purge, rewritten for its index, still takes just the finished jobs.
+#[tokio::test]
+async fn on_sqlite_the_queues_look_ups_by_status_read_partial_indexes() {
+    use releasedesk_store::{Pool, SQLITE_PURGE};
+    use sqlx::Row as _;
+
+    /// apalis's look-up of the jobs of dead workers (`reenqueue_orphaned`,
+    /// run by every worker's heartbeat), as apalis-sqlite 1.0 writes it.
+    const ORPHANED: &str = r#"SELECT Jobs.id FROM Jobs INNER JOIN Workers ON lock_by = Workers.id
+        WHERE (status = "Running" OR status = "Queued")
+        AND strftime('%s', 'now') - Workers.last_seen >= ?1 AND Workers.worker_type = ?2
+        AND (?3 IS NULL OR Workers.id != ?3) AND (?4 IS NULL OR Workers.id = ?4)"#;
+
+    let app = TestApp::sqlite().await;
+    releasedesk_worker::queue::setup(app.store.pool(), app.settings.database.url.expose())
+        .await
+        .unwrap();
+    let Pool::Sqlite(pool) = app.store.pool() else {
+        unreachable!("a SQLite app");
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'Jobs'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    for dropped in [
+        "LIdx",
+        "idx_jobs_job_type_status_run_at",
+        "idx_jobs_status_run_at",
+    ] {
+        assert!(
+            !indexes.iter().any(|i| i == dropped),
+            "{dropped} in {indexes:?}"
+        );
+    }
+    // The purge still takes exactly the jobs finished before its cutoff.
+    let hours_ago = |hours: i64| (chrono::Utc::now() - chrono::TimeDelta::hours(hours)).timestamp();
+    for (id, status, done_at) in [
+        ("done-old", "Done", Some(hours_ago(2))),
+        ("killed-old", "Killed", Some(hours_ago(2))),
+        ("done-new", "Done", Some(hours_ago(0))),
+        ("failed-old", "Failed", Some(hours_ago(2))),
+        ("running", "Running", None),
+        ("pending", "Pending", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO Jobs (job, id, job_type, status, done_at) VALUES (x'00', ?, 'q', ?, ?)",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(done_at)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    let purged = app
+        .store
+        .purge_finished_jobs(Duration::from_secs(3600), 100)
+        .await
+        .unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM Jobs ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        (purged, left),
+        (
+            2,
+            ["done-new", "failed-old", "pending", "running"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+
+    for (statement, index) in [
+        (SQLITE_PURGE, "idx_jobs_completed_done_at"),
+        (ORPHANED, "releasedesk_jobs_in_hand"),
+    ] {
+        let plan = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {statement}"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .collect::<Vec<_>>()
+        .join("\n");
+        assert!(
+            plan.contains(index) && !plan.contains("SCAN Jobs"),
+            "{statement}:\n{plan}"
+        );
+    }
+}

@@ -140,7 +140,11 @@ impl Service {
         vars: &[(String, String)],
         dir: &Path,
     ) -> Result<Service> {
-        let log = dir.join(format!(
+        // `BENCH_LOG_DIR` keeps the logs after the run (the scratch directory
+        // goes with its database).
+        let log_dir =
+            std::env::var_os("BENCH_LOG_DIR").map_or_else(|| dir.to_owned(), PathBuf::from);
+        let log = log_dir.join(format!(
             "{}-{}.log",
             role.name(),
             uuid::Uuid::new_v4().simple()

@@ -6,6 +6,14 @@ use sea_orm::{ConnectionTrait, Statement, Value};
 
 use crate::{Backend, Store, StoreError};
 
+/// The purge on SQLite. Its condition names that of apalis's partial index of
+/// finished jobs (`idx_jobs_completed_done_at`), as a statement must for SQLite
+/// to use a partial index: the worker drops the wider indexes on `status`
+/// (`releasedesk_worker::queue`), and without it this would read every job.
+pub const SQLITE_PURGE: &str = "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs \
+    WHERE status IN ('Done', 'Failed', 'Killed') AND done_at IS NOT NULL \
+    AND status IN ('Done', 'Killed') AND done_at < ? LIMIT ?)";
+
 impl Store {
     /// Deletes up to `limit` jobs that finished (`Done` or `Killed`) more than
     /// `older_than` ago. Finished rows slow the queue's acks as they pile up; the
@@ -21,8 +29,7 @@ impl Store {
         let (backend, sql, values): (_, &str, Vec<Value>) = match self.backend() {
             Backend::Sqlite => (
                 sea_orm::DbBackend::Sqlite,
-                "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs \
-                 WHERE status IN ('Done', 'Killed') AND done_at < ? LIMIT ?)",
+                SQLITE_PURGE,
                 vec![cutoff.timestamp().into(), limit.into()],
             ),
             Backend::Postgres => (

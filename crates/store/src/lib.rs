@@ -45,6 +45,7 @@ pub use execution::{Begin, RELEASE_BATCH_METRIC, ReleaseWork};
 pub use filing::{FILING_BATCH_METRIC, INSERT_FILINGS};
 pub use idempotency::{KeyClaim, KeyScope, KeyTimes, StoredResponse};
 pub use import::{ImportOutcome, ImportRow};
+pub use jobs::SQLITE_PURGE;
 pub use numbers::{
     Blocker, ConfigPatch, NewNumber, NumberConfig, NumberPatch, NumberView, ReleasePreview,
 };

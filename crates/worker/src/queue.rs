@@ -57,11 +57,35 @@ pub struct QueueConfig {
     pub queue: String,
 }
 
+/// apalis's SQLite indexes that cost every job more than they give us. A job's
+/// status changes three times (queued, running, done), each change moving its
+/// entry in every index on `status`, and the wide ones hold every finished job
+/// too:
+/// - `LIdx` also makes acks slow down as finished jobs pile up (the planner
+///   scans it with a JSON filter per row);
+/// - `idx_jobs_job_type_status_run_at` serves apalis's dashboards (counts by
+///   queue and status), which we do not run;
+/// - `idx_jobs_status_run_at` serves the two look-ups by status we run: the
+///   purge of finished jobs, which apalis's partial index of finished jobs
+///   serves as well (`Store::purge_finished_jobs`), and apalis's look-up of
+///   the jobs of dead workers, which [`SQLITE_IN_HAND_INDEX`] serves.
+const SQLITE_INDEXES_DROPPED: [&str; 3] = [
+    "LIdx",
+    "idx_jobs_job_type_status_run_at",
+    "idx_jobs_status_run_at",
+];
+
+/// The jobs in a worker's hand, which every worker's heartbeat looks through
+/// for those of dead workers (apalis's `reenqueue_orphaned`, whose condition
+/// names this index's, as a statement must for SQLite to use a partial index).
+/// A job is in it only while queued or running.
+const SQLITE_IN_HAND_INDEX: &str = "CREATE INDEX IF NOT EXISTS releasedesk_jobs_in_hand \
+    ON Jobs (status) WHERE status = 'Running' OR status = 'Queued'";
+
 /// Creates apalis's tables. On SQLite this runs on a connection of its own:
 /// apalis's setup switches its connection to `synchronous = OFF`, which must not
-/// leak into the application's pool. It also drops apalis's `LIdx` index, which
-/// makes acks slow down as finished jobs pile up (the planner scans it with a JSON
-/// filter per row).
+/// leak into the application's pool. It also puts [`SQLITE_IN_HAND_INDEX`] in
+/// place of [`SQLITE_INDEXES_DROPPED`].
 pub async fn setup(pool: &Pool, database_url: &str) -> Result<(), QueueError> {
     match pool {
         Pool::Sqlite(_) => {
@@ -71,10 +95,15 @@ pub async fn setup(pool: &Pool, database_url: &str) -> Result<(), QueueError> {
                 .await
                 .map_err(apalis_sqlite::Error::from)?;
             SqliteStorage::setup(&own).await?;
-            sqlx::query("DROP INDEX IF EXISTS LIdx")
-                .execute(&own)
-                .await
-                .map_err(apalis_sqlite::Error::from)?;
+            let dropped = SQLITE_INDEXES_DROPPED
+                .iter()
+                .map(|index| format!("DROP INDEX IF EXISTS {index}"));
+            for sql in std::iter::once(SQLITE_IN_HAND_INDEX.to_owned()).chain(dropped) {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&own)
+                    .await
+                    .map_err(apalis_sqlite::Error::from)?;
+            }
             own.close().await;
         }
         Pool::Postgres(pool) => PostgresStorage::<()>::setup(pool).await?,

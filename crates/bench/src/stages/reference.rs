@@ -1,6 +1,6 @@
 //! The queue's own ceiling: apalis alone, configured as `crates/worker/src/queue.rs`
 //! configures ours (batch 100, the same poll ticker, LISTEN/NOTIFY on PostgreSQL,
-//! `LIdx` dropped on SQLite), draining jobs whose handler runs one UPDATE by key
+//! the same indexes on SQLite), draining jobs whose handler runs one UPDATE by key
 //! and one INSERT in a transaction.
 
 use std::{
