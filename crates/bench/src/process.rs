@@ -144,6 +144,8 @@ impl Service {
         // goes with its database).
         let log_dir =
             std::env::var_os("BENCH_LOG_DIR").map_or_else(|| dir.to_owned(), PathBuf::from);
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("create {}", log_dir.display()))?;
         let log = log_dir.join(format!(
             "{}-{}.log",
             role.name(),
