@@ -863,7 +863,6 @@ async fn emails_claimed_by_a_process_that_died_go_out_from_another_after_the_lea
 #[tokio::test]
 async fn on_sqlite_the_queues_look_ups_by_status_read_partial_indexes() {
     use releasedesk_store::{Pool, SQLITE_PURGE};
-    use sqlx::Row as _;
 
     /// apalis's look-up of the jobs of dead workers (`reenqueue_orphaned`,
     /// run by every worker's heartbeat), as apalis-sqlite 1.0 writes it.
@@ -939,16 +938,7 @@ async fn on_sqlite_the_queues_look_ups_by_status_read_partial_indexes() {
         (SQLITE_PURGE, "idx_jobs_completed_done_at"),
         (ORPHANED, "releasedesk_jobs_in_hand"),
     ] {
-        let plan = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {statement}"
-        )))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get::<String, _>("detail"))
-        .collect::<Vec<_>>()
-        .join("\n");
+        let plan = app.store.plan_of_sql(statement).await.unwrap().join("\n");
         assert!(
             plan.contains(index) && !plan.contains("SCAN Jobs"),
             "{statement}:\n{plan}"

@@ -37,6 +37,14 @@ impl Store {
         })
     }
 
+    /// The plan of `sql`, a statement without bound parameters (its
+    /// placeholders unbound), one line per step: for statements the store
+    /// does not build, such as the job queue's own.
+    pub async fn plan_of_sql(&self, sql: &str) -> Result<Vec<String>, StoreError> {
+        let backend = self.db.get_database_backend();
+        self.plan(Statement::from_string(backend, sql)).await
+    }
+
     /// The plan of `statement`, one line per step.
     pub(crate) async fn plan(&self, statement: Statement) -> Result<Vec<String>, StoreError> {
         let (explain, column) = match self.backend() {
