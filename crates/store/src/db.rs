@@ -106,7 +106,7 @@ impl Pool {
 }
 
 /// Opens the pool. SQLite is tuned for concurrent writers: WAL, a generous
-/// `busy_timeout`, `synchronous=NORMAL` (durable in WAL mode up to the last
+/// `busy_timeout` waited out in short polls ([`crate::busy`]), `synchronous=NORMAL` (durable in WAL mode up to the last
 /// checkpointed commit), foreign keys on, checkpoints in the background rather
 /// than in commits (see [`checkpoint_wal`]); write transactions begin IMMEDIATE
 /// (see [`begin_write`]) so writers queue on the lock instead of failing on
@@ -134,7 +134,7 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
                 .foreign_keys(true)
                 .pragma("temp_store", "memory")
                 .pragma("wal_autocheckpoint", "0");
-            let pool = SqlitePoolOptions::new()
+            let pool = sqlite_pool_options()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
@@ -282,9 +282,9 @@ pub(crate) fn unindexed(condition: impl IntoCondition) -> Expr {
 ///
 /// On SQLite the writers of this process first queue on `gate` (hold the returned
 /// turn until the transaction ends): SQLite has one write lock, and a writer
-/// waiting in its busy handler sleeps in growing steps (up to 100 ms) and polls,
-/// so under contention most of the time went to sleeping past a lock already
-/// free. An async queue hands the lock over the moment it is released.
+/// waiting in its busy handler sleeps between polls (SQLite's own up to 100 ms,
+/// ours up to 2 ms), so under contention time goes to sleeping past a lock
+/// already free. An async queue hands the lock over the moment it is released.
 pub(crate) async fn begin_write(
     gate: &WriteGate,
 ) -> Result<(DatabaseTransaction, WriteTurn), StoreError> {
@@ -378,6 +378,20 @@ enum Class {
     Background,
 }
 
+/// A SQLite pool whose connections wait for the write lock in
+/// [`crate::busy`]'s handler, for as long as their `busy_timeout`.
+fn sqlite_pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().after_connect(|conn, _| {
+        Box::pin(async move {
+            let ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut *conn)
+                .await?;
+            let timeout = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            crate::busy::install(conn, timeout).await
+        })
+    })
+}
+
 /// The SQLite writer, opened on first use like `pool`'s connections but on its own.
 fn sqlite_writer<'a>(
     writer: &'a OnceLock<DatabaseConnection>,
@@ -387,7 +401,7 @@ fn sqlite_writer<'a>(
         let options = (*pool.connect_options())
             .clone()
             .pragma("cache_size", (-WRITER_CACHE_KIB).to_string());
-        let writer = SqlitePoolOptions::new()
+        let writer = sqlite_pool_options()
             .max_connections(1)
             .acquire_timeout(pool.options().get_acquire_timeout())
             .connect_lazy_with(options);

@@ -9,6 +9,7 @@
 
 mod accounts;
 mod agents;
+mod busy;
 mod db;
 pub mod entity;
 mod error;
