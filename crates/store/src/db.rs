@@ -106,9 +106,10 @@ impl Pool {
 }
 
 /// Opens the pool. SQLite is tuned for concurrent writers: WAL, a generous
-/// `busy_timeout` waited out in short polls ([`crate::busy`]), `synchronous=NORMAL` (durable in WAL mode up to the last
-/// checkpointed commit), foreign keys on, checkpoints in the background rather
-/// than in commits (see [`checkpoint_wal`]); write transactions begin IMMEDIATE
+/// `busy_timeout` waited out in short polls ([`crate::busy`]),
+/// `synchronous=NORMAL` (durable in WAL mode up to the last checkpointed
+/// commit), foreign keys on, checkpoints in the background rather than in
+/// commits (see [`checkpoint_wal`]); write transactions begin IMMEDIATE
 /// (see [`begin_write`]) so writers queue on the lock instead of failing on
 /// upgrade.
 ///
