@@ -728,7 +728,9 @@ async fn with_the_local_carrier_releases_that_wait_together_commit_together_each
 /// A running worker sends the emails of a stream of filings (each its own
 /// commit) together after its linger, not a round per commit; a job written
 /// meanwhile ends the linger at once. Polls and the linger are set far beyond
-/// the test's waits, so only the job can have woken the worker.
+/// the test's waits, so only the job can have woken the worker. (On
+/// PostgreSQL the worker also looks once when its LISTEN is in place, for rows
+/// committed before it: the filings start after that.)
 async fn a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job(app: TestApp) {
     let acme = app.customer().await;
     let riley = app.reviewer("Riley").await;
@@ -740,6 +742,14 @@ async fn a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job(app
     let worker = releasedesk_worker::Worker::new(app.store.clone(), mailer, carrier, config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(worker.run(stopped));
+    if app.store.backend() == releasedesk_store::Backend::Postgres {
+        const LISTENING: &str = "SELECT COUNT(*) FROM pg_stat_activity \
+            WHERE datname = current_database() AND query LIKE 'LISTEN %'";
+        releasedesk_tests::eventually("the worker's LISTEN", Duration::from_secs(20), async || {
+            (app.count(LISTENING).await > 0).then_some(())
+        })
+        .await;
+    }
 
     let mut filed = Vec::new();
     for _ in 0..10 {
