@@ -70,9 +70,9 @@ pub struct QueueConfig {
 ///   serves as well (`Store::purge_finished_jobs`), and apalis's look-up of
 ///   the jobs of dead workers, which [`SQLITE_IN_HAND_INDEX`] serves.
 const SQLITE_INDEXES_DROPPED: [&str; 3] = [
-    "LIdx",
-    "idx_jobs_job_type_status_run_at",
-    "idx_jobs_status_run_at",
+    "DROP INDEX IF EXISTS LIdx",
+    "DROP INDEX IF EXISTS idx_jobs_job_type_status_run_at",
+    "DROP INDEX IF EXISTS idx_jobs_status_run_at",
 ];
 
 /// The jobs in a worker's hand, which every worker's heartbeat looks through
@@ -95,11 +95,8 @@ pub async fn setup(pool: &Pool, database_url: &str) -> Result<(), QueueError> {
                 .await
                 .map_err(apalis_sqlite::Error::from)?;
             SqliteStorage::setup(&own).await?;
-            let dropped = SQLITE_INDEXES_DROPPED
-                .iter()
-                .map(|index| format!("DROP INDEX IF EXISTS {index}"));
-            for sql in std::iter::once(SQLITE_IN_HAND_INDEX.to_owned()).chain(dropped) {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
+            for sql in std::iter::once(SQLITE_IN_HAND_INDEX).chain(SQLITE_INDEXES_DROPPED) {
+                sqlx::query(sql)
                     .execute(&own)
                     .await
                     .map_err(apalis_sqlite::Error::from)?;
