@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use releasedesk_store::{FILING_BATCH_METRIC, TOKEN_LOOKUP_BATCH_METRIC, TokenRef};
+use releasedesk_domain::Reason;
+use releasedesk_store::{Actor, FILING_BATCH_METRIC, TOKEN_LOOKUP_BATCH_METRIC, TokenRef};
 use releasedesk_tests::{TestApp, assert_error, backend_tests, eventually};
 use reqwest::StatusCode;
+use uuid::Uuid;
 
 use crate::operations::Committed;
 
@@ -115,6 +117,101 @@ async fn postgres_connections_plan_each_statement_for_its_parameters() {
         .await
         .unwrap();
     assert_eq!(mode, "force_custom_plan");
+}
+
+/// The filing writer's PostgreSQL sessions cache their plans; a plan made
+/// while the tables were nearly empty must still find rows by key once they
+/// have grown. Statistics are taken on a near-empty database (as autovacuum's
+/// first analyze would take them, and nothing analyses again here), then a
+/// store files one request at a time while the numbers and requests grow: no
+/// filing may scan `release_requests`, `phone_numbers` or `accounts` (the
+/// group's read and the foreign-key checks of its INSERT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filings_find_rows_by_key_in_tables_grown_since_they_were_analysed() {
+    const FILINGS: i64 = 200;
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    let acme = app.customer().await;
+    app.number(&acme).await;
+    app.execute("ANALYZE").await;
+    app.bulk_numbers_postgres(acme.account_id, 2_000).await;
+    let numbers: Vec<Uuid> = {
+        let releasedesk_store::Pool::Postgres(pool) = app.store.pool() else {
+            panic!("a PostgreSQL app without a PostgreSQL pool");
+        };
+        sqlx::query_scalar("SELECT id FROM phone_numbers ORDER BY e164 LIMIT $1")
+            .bind(FILINGS)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    };
+    // A session's table statistics reach the server when it ends: the app's
+    // sessions end here, and the filing store's after its filings.
+    app.store.close().await;
+    let stats = sqlx::PgPool::connect(app.settings.database.url.expose())
+        .await
+        .unwrap();
+    let before = settled_scans(&stats, "phone_numbers", 2_001).await;
+
+    let store = releasedesk::open_store(&app.settings).await.unwrap();
+    for number in numbers {
+        let reason = Reason::parse("Filed one at a time, as the tables grow.").unwrap();
+        let actor = Actor::Customer(acme.account_id);
+        store
+            .file_request(acme.account_id, number, reason, actor)
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    let after = settled_scans(&stats, "release_requests", FILINGS).await;
+
+    let scanned: std::collections::BTreeMap<_, _> = after
+        .iter()
+        .map(|(table, scans)| (table.as_str(), scans - before.get(table).unwrap_or(&0)))
+        .collect();
+    assert!(
+        scanned.values().all(|&scans| scans == 0),
+        "sequential scans of {FILINGS} filings: {scanned:?}"
+    );
+}
+
+/// Sequential scans of the tables a filing reads, once `table`'s statistics
+/// show `inserted` rows: every session that wrote them has reported.
+async fn settled_scans(
+    stats: &sqlx::PgPool,
+    table: &str,
+    inserted: i64,
+) -> std::collections::BTreeMap<String, i64> {
+    let inserted_so_far = async || {
+        // Each look reads the statistics afresh, not a snapshot of the last.
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(stats)
+            .await
+            .unwrap();
+        let so_far: i64 =
+            sqlx::query_scalar("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = $1")
+                .bind(table)
+                .fetch_one(stats)
+                .await
+                .unwrap();
+        (so_far == inserted).then_some(())
+    };
+    eventually(
+        "the sessions' statistics to reach the server",
+        Duration::from_secs(20),
+        inserted_so_far,
+    )
+    .await;
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
+         WHERE relname IN ('release_requests', 'phone_numbers', 'accounts')",
+    )
+    .fetch_all(stats)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
 }
 
 /// A plan comes from the schema as it is now, on whichever of the pool's

@@ -62,7 +62,7 @@ async fn seed(url: &str) -> Seeded {
         };
         numbers.push(store.add_number(new).await.unwrap().id);
     }
-    store.pool().close().await;
+    store.close().await;
     Seeded {
         token,
         staff_token,

@@ -115,7 +115,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
             if let Some(operations) = operations {
                 let _ = operations.await;
             }
-            store.pool().close().await;
+            store.close().await;
         }
         Command::Api { addr } => {
             serve(&settings, addr, false, app::Parts::CUSTOMER_API).await?;
@@ -177,6 +177,6 @@ async fn serve(
     if let Some(worker) = worker {
         let _ = worker.await;
     }
-    store.pool().close().await;
+    store.close().await;
     Ok(())
 }

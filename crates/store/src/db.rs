@@ -121,8 +121,9 @@ impl Pool {
 /// growing table) it stays one. Measured on a new database without
 /// autovacuum: the group statements' `id = ANY($1)` look-ups went from under
 /// 1 ms to 9 ms a call, filing at 32 clients from ~3,400 to ~1,100 requests/s.
-/// Planning them each time cost no throughput we could measure
-/// (docs/BENCHMARKS.md).
+/// Planning them each time cost no throughput we could measure then
+/// (docs/BENCHMARKS.md); the filing writer, where it did, has sessions of its
+/// own ([`KeyedSessions`]).
 pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
     let invalid = |e: sqlx::Error| StoreError::Config(format!("invalid database URL: {e}"));
     match Backend::of_url(&options.url) {
@@ -159,6 +160,42 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
         None => Err(StoreError::Config(
             "DATABASE_URL must start with sqlite: or postgres:".into(),
         )),
+    }
+}
+
+/// PostgreSQL: the sessions of this process's filing writer, beside the pool.
+///
+/// They keep PostgreSQL's own plan caching, where the pool's plan every
+/// statement ([`connect`]): a filing group's statements (its read,
+/// [`crate::INSERT_FILINGS`], the foreign-key checks of the rows that inserts)
+/// run thousands of times a second with the same text, and planning them each
+/// time cost about 40% of PostgreSQL's CPU per filing (docs/BENCHMARKS.md).
+/// The trap `force_custom_plan` avoids, a generic plan chosen while a table
+/// was small and kept as it grew, is closed another way: every statement of
+/// theirs finds rows by key, so these sessions run with `enable_seqscan = off`
+/// and a plan made on a near-empty table still goes through the index.
+#[derive(Clone)]
+pub(crate) struct KeyedSessions {
+    pub(crate) pool: PgPool,
+    pub(crate) db: DatabaseConnection,
+}
+
+impl KeyedSessions {
+    /// `connections` sessions, opened when first needed, to the database of
+    /// `pool` with its settings but for the two above.
+    pub(crate) fn beside(pool: &PgPool, connections: u32) -> Self {
+        // Later `-c` settings of a session's options win over earlier ones.
+        let options = (*pool.connect_options())
+            .clone()
+            .options([("plan_cache_mode", "auto"), ("enable_seqscan", "off")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with(options);
+        Self {
+            db: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
+            pool,
+        }
     }
 }
 

@@ -28,9 +28,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    Actor, Backend, FiledRequest, Pool, Store, StoreError,
+    Actor, Backend, FiledRequest, Store, StoreError,
     accounts::{customer_token_hash, valid_customer_tokens},
-    db::{PgQuery, begin_write, one_of, unindexed},
+    db::{KeyedSessions, PgQuery, begin_write, one_of, unindexed},
     entity::{
         account, agent, agent_number, api_token, phone_number, release_event, release_request,
     },
@@ -40,6 +40,10 @@ use crate::{
     numbers::{agents_using, parse_status},
     outbox::{self, Email},
 };
+
+/// PostgreSQL: the filing writer's own sessions, one per group in flight
+/// (see [`Filings::in_flight`] and `db::KeyedSessions`).
+pub(crate) const SESSIONS: u32 = 2;
 
 /// The metric with the number of filings per write transaction.
 pub const FILING_BATCH_METRIC: &str = "releasedesk_filing_batch_size";
@@ -89,7 +93,7 @@ impl Group for Filings {
     /// writer.
     fn in_flight(&self) -> usize {
         match self.0.backend() {
-            Backend::Postgres => 2,
+            Backend::Postgres => SESSIONS as usize,
             Backend::Sqlite => 1,
         }
     }
@@ -156,9 +160,9 @@ impl Store {
     /// Writes `filings` together. `Ok` holds each filing's own answer
     /// (refusals included, in order); `Err` means nothing was written.
     async fn file_together(&self, filings: &[Filing]) -> Result<Vec<Outcome>, StoreError> {
-        match &self.pool {
-            Pool::Postgres(pool) => self.file_in_one_statement(pool, filings).await,
-            Pool::Sqlite(_) => self.file_in_one_transaction(filings).await,
+        match &self.filing_sessions {
+            Some(sessions) => self.file_in_one_statement(sessions, filings).await,
+            None => self.file_in_one_transaction(filings).await,
         }
     }
 
@@ -196,17 +200,18 @@ impl Store {
     }
 
     /// PostgreSQL: two round trips whatever the group's size, each one
-    /// statement of a fixed text (prepared once per connection): the read, then
-    /// the requests, their events and their emails in one statement, which
-    /// commits on its own. Under READ COMMITTED a transaction around the two
-    /// would protect nothing more: the read takes no locks either way, and the
-    /// unique index on open requests decides races.
+    /// statement of a fixed text (prepared once per session, its plan cached),
+    /// on the filing writer's own sessions: the read, then the requests, their
+    /// events and their emails in one statement, which commits on its own.
+    /// Under READ COMMITTED a transaction around the two would protect nothing
+    /// more: the read takes no locks either way, and the unique index on open
+    /// requests decides races.
     async fn file_in_one_statement(
         &self,
-        pool: &sqlx::PgPool,
+        sessions: &KeyedSessions,
         filings: &[Filing],
     ) -> Result<Vec<Outcome>, StoreError> {
-        let found = Found::read(&self.db, filings).await?;
+        let found = Found::read(&sessions.db, filings).await?;
         let mut decided = self.decide(filings, &found);
         if decided.accepted.is_empty() {
             return Ok(decided.outcomes);
@@ -215,7 +220,7 @@ impl Store {
         let columns = FilingColumns::in_number_order(&mut decided.accepted);
         let inserted = emails
             .bind(columns.bind(sqlx::query(INSERT_FILINGS)))
-            .fetch_all(pool)
+            .fetch_all(&sessions.pool)
             .await
             .map_err(|e| {
                 if is_sqlx_unique_violation(&e) {

@@ -90,6 +90,8 @@ pub struct Store {
     adoption: Arc<outbox::Adoption>,
     /// Set once every migration was seen applied.
     migrations_current: Arc<std::sync::atomic::AtomicBool>,
+    /// PostgreSQL: the filing writer's sessions, whose plans are cached.
+    filing_sessions: Option<db::KeyedSessions>,
     /// Queues this process's SQLite writers (see [`db::begin_write`]).
     write_gate: db::WriteGate,
     /// The ways to this process's group-commit writers and grouped reads (see
@@ -127,8 +129,13 @@ impl std::fmt::Debug for Store {
 impl Store {
     pub fn new(pool: Pool, settings: StoreSettings) -> Self {
         let write_gate = db::WriteGate::new(&pool);
+        let filing_sessions = match &pool {
+            Pool::Postgres(pool) => Some(db::KeyedSessions::beside(pool, filing::SESSIONS)),
+            Pool::Sqlite(_) => None,
+        };
         Self {
             db: pool.sea_orm(),
+            filing_sessions,
             pool,
             settings: Arc::new(settings),
             outbox_signals: Arc::default(),
@@ -226,6 +233,15 @@ impl Store {
     /// The underlying sqlx pool, for components (the job queue) that share it.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Closes the pool and the filing writer's sessions, waiting for their
+    /// connections to close.
+    pub async fn close(&self) {
+        if let Some(sessions) = &self.filing_sessions {
+            sessions.pool.close().await;
+        }
+        self.pool.close().await;
     }
 
     pub fn settings(&self) -> &StoreSettings {
