@@ -149,7 +149,10 @@ async fn filings_find_rows_by_key_in_tables_grown_since_they_were_analysed() {
     // A session's table statistics reach the server when it ends: the app's
     // sessions end here, and the filing store's after its filings.
     app.store.close().await;
-    let stats = sqlx::PgPool::connect(app.settings.database.url.expose())
+    // One session, so that "no other session" means the stores' are gone.
+    let stats = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(app.settings.database.url.expose())
         .await
         .unwrap();
     let before = settled_scans(&stats, "phone_numbers", 2_001).await;
@@ -176,42 +179,52 @@ async fn filings_find_rows_by_key_in_tables_grown_since_they_were_analysed() {
     );
 }
 
-/// Sequential scans of the tables a filing reads, once `table`'s statistics
-/// show `inserted` rows: every session that wrote them has reported.
+/// Sequential scans of the tables a filing reads, once every other session
+/// of the database has ended and reported: none is left, `table`'s
+/// statistics show `inserted` rows, and two looks in a row agree.
 async fn settled_scans(
     stats: &sqlx::PgPool,
     table: &str,
     inserted: i64,
 ) -> std::collections::BTreeMap<String, i64> {
-    let inserted_so_far = async || {
+    let scans = async || {
         // Each look reads the statistics afresh, not a snapshot of the last.
         sqlx::query("SELECT pg_stat_clear_snapshot()")
             .execute(stats)
             .await
             .unwrap();
-        let so_far: i64 =
-            sqlx::query_scalar("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = $1")
-                .bind(table)
-                .fetch_one(stats)
-                .await
-                .unwrap();
-        (so_far == inserted).then_some(())
+        let (others, so_far): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()), \
+                    (SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = $1)",
+        )
+        .bind(table)
+        .fetch_one(stats)
+        .await
+        .unwrap();
+        let scans: std::collections::BTreeMap<String, i64> = sqlx::query_as(
+            "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
+             WHERE relname IN ('release_requests', 'phone_numbers', 'accounts')",
+        )
+        .fetch_all(stats)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        (others == 0 && so_far == inserted).then_some(scans)
     };
+    let mut last = None;
     eventually(
         "the sessions' statistics to reach the server",
         Duration::from_secs(20),
-        inserted_so_far,
+        async || {
+            let now = scans().await;
+            let settled = now.is_some() && now == last;
+            last = now;
+            settled.then(|| last.clone()).flatten()
+        },
     )
-    .await;
-    sqlx::query_as::<_, (String, i64)>(
-        "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
-         WHERE relname IN ('release_requests', 'phone_numbers', 'accounts')",
-    )
-    .fetch_all(stats)
     .await
-    .unwrap()
-    .into_iter()
-    .collect()
 }
 
 /// A plan comes from the schema as it is now, on whichever of the pool's
