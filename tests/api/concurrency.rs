@@ -219,9 +219,9 @@ async fn settled_scans(
         Duration::from_secs(20),
         async || {
             let now = scans().await;
-            let settled = now.is_some() && now == last;
+            let agreed = now.is_some() && now == last;
             last = now;
-            settled.then(|| last.clone()).flatten()
+            if agreed { last.clone() } else { None }
         },
     )
     .await
