@@ -8,6 +8,7 @@
 //! with exponential backoff, or gives up to `dead` after a bounded number of
 //! attempts. Any number of worker processes may share one PostgreSQL database.
 
+pub mod background;
 pub mod carrier;
 pub mod jobs;
 pub mod mail;
@@ -35,7 +36,7 @@ use crate::{
         send_email::prepare_email,
         sweep::{Swept, sweep},
     },
-    mail::{MailContext, Mailer},
+    mail::{MailContext, Mailer, Outgoing},
     queue::{ExecuteRelease, JobContext, QueueConfig, ReleaseQueue},
 };
 
@@ -365,16 +366,22 @@ impl Worker {
                 Err(error) => return Err(error),
             }
         }
-        for part in items.chunks(SENT_FLUSH) {
+        let count = items.len();
+        let mut items = items.into_iter();
+        loop {
+            let part: Vec<OutboxItem> = items.by_ref().take(SENT_FLUSH).collect();
+            if part.is_empty() {
+                break;
+            }
             let mut ready = Vec::with_capacity(part.len());
             let mut outgoing = Vec::with_capacity(part.len());
-            for item in part {
-                match prepare_email(&self.mailer, &self.config.mail, item) {
+            for (item, prepared) in self.prepare_emails(part).await {
+                match prepared {
                     Ok(email) => {
                         ready.push(item);
                         outgoing.push(email);
                     }
-                    Err(error) => self.settle_failed(item, error).await?,
+                    Err(error) => self.settle_failed(&item, error).await?,
                 }
             }
             let outcomes = self.mailer.deliver(outgoing).await;
@@ -382,12 +389,36 @@ impl Worker {
             for (item, outcome) in ready.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(()) => sent.push(item.id),
-                    Err(error) => self.settle_failed(item, error.into()).await?,
+                    Err(error) => self.settle_failed(&item, error.into()).await?,
                 }
             }
             self.settle_sent("email", &sent).await?;
         }
-        Ok(items.len())
+        Ok(count)
+    }
+
+    /// Renders `part`'s emails and builds their messages on the
+    /// [`background`] thread, off the runtime's threads and behind the
+    /// requests `serve` answers on them. Should that work panic, the part's
+    /// emails stay claimed and go out again when their lease runs out.
+    async fn prepare_emails(
+        &self,
+        part: Vec<OutboxItem>,
+    ) -> Vec<(OutboxItem, Result<Outgoing, JobError>)> {
+        let mailer = Arc::clone(&self.mailer);
+        let config = Arc::clone(&self.config);
+        let prepared = background::run(move || {
+            part.into_iter()
+                .map(|item| {
+                    let email = prepare_email(&mailer, &config.mail, &item);
+                    (item, email)
+                })
+                .collect()
+        });
+        prepared.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "emails not prepared; they go out after their lease");
+            Vec::new()
+        })
     }
 
     /// Marks delivered rows sent (and counts them; no metric for none).

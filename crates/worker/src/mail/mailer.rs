@@ -184,8 +184,11 @@ impl Mailer {
 
     /// Delivers `batch`, each email's outcome in the batch's order: over SMTP
     /// [`SEND_CONCURRENCY`] at a time (the replies overlap instead of adding
-    /// up); as `.eml` files in one hand-off to the blocking pool for the whole
-    /// batch (a hand-off per file cost more than its write: docs/BENCHMARKS.md).
+    /// up); as `.eml` files in one hand-off to the [`background`] thread for
+    /// the whole batch (a hand-off per file cost more than its write:
+    /// docs/BENCHMARKS.md).
+    ///
+    /// [`background`]: crate::background
     pub async fn deliver(&self, mut batch: Vec<Outgoing>) -> Vec<Result<(), MailError>> {
         use futures::StreamExt as _;
 
@@ -211,7 +214,7 @@ impl Mailer {
             MailBackend::Files(dir) => {
                 let files = batch
                     .into_iter()
-                    .map(|outgoing| (outgoing.id, outgoing.message.formatted()))
+                    .map(|outgoing| (outgoing.id, outgoing.message))
                     .collect();
                 write_emls(dir, files).await
             }
@@ -382,15 +385,15 @@ fn crlf_lines(text: &str) -> String {
 }
 
 /// Writes each `(id, message)` to `{id}.eml`, whole or not at all: a reader
-/// never sees half a message. One blocking task for the batch; each file has
-/// its own outcome, in order.
-async fn write_emls(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Vec<Result<(), MailError>> {
+/// never sees half a message. One background job for the batch, which formats
+/// the messages too; each file has its own outcome, in order.
+async fn write_emls(dir: &Path, files: Vec<(String, Message)>) -> Vec<Result<(), MailError>> {
     let count = files.len();
     let dir = dir.to_owned();
-    let written = tokio::task::spawn_blocking(move || {
+    let written = crate::background::run(move || {
         files
             .into_iter()
-            .map(|(id, raw)| write_eml(&dir, &id, &raw))
+            .map(|(id, message)| write_eml(&dir, &id, &message.formatted()))
             .collect::<Vec<_>>()
     })
     .await;
@@ -402,7 +405,7 @@ async fn write_emls(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Vec<Result<(),
             .into_iter()
             .map(|outcome| outcome.map_err(|e| unwritten(&e)))
             .collect(),
-        // The task panicked or the runtime is shutting down: none is known written.
+        // The job panicked or the thread is gone: none is known written.
         Err(e) => (0..count).map(|_| Err(unwritten(&e))).collect(),
     }
 }
