@@ -282,8 +282,11 @@ impl Adoption {
 /// Emails waiting in memory for this process's dispatcher, at most: beyond,
 /// new ones are written `pending` for any dispatcher to claim, so a slow
 /// sender neither holds an unbounded backlog in memory nor lets leases run
-/// out on emails it has not reached.
-const ADOPTED_AT_MOST: usize = 1_000;
+/// out on emails it has not reached. Ten thousand is a few seconds of a
+/// burst of filings (a few MiB), which the dispatcher sends long before a
+/// lease runs out; at 1,000, a third of a 10,000-filing burst's emails went
+/// `pending` and cost a claim (an UPDATE) each (docs/BENCHMARKS.md).
+const ADOPTED_AT_MOST: usize = 10_000;
 
 /// Rows not yet delivered (pending, or claimed and maybe abandoned), spelled
 /// as the partial index `idx_outbox_undelivered` spells it.
