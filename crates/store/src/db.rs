@@ -340,7 +340,8 @@ pub(crate) async fn begin_write(
 /// connection's page cache is discarded whenever another connection commits, so
 /// writes spread over the pool re-read every page they touch from the file after
 /// each commit; the one writer's cache stays warm, as only it commits (bar other
-/// processes). On PostgreSQL writers share the pool and do not queue.
+/// processes). On PostgreSQL writers share the pool and do not queue, but
+/// background writers still yield to foreground ones (see [`WriteQueue`]).
 #[derive(Clone)]
 pub(crate) struct WriteGate(Arc<Gate>);
 
@@ -352,7 +353,11 @@ enum Gate {
         pool: SqlitePool,
         queue: WriteQueue,
     },
-    Postgres(DatabaseConnection),
+    Postgres {
+        db: DatabaseConnection,
+        /// Without a lock: only the classes' order.
+        queue: WriteQueue,
+    },
 }
 
 /// Pages the SQLite writer keeps in memory (SQLite's `cache_size` in KiB when
@@ -367,21 +372,25 @@ impl WriteGate {
                 pool: pool.clone(),
                 queue: WriteQueue::default(),
             },
-            Pool::Postgres(_) => Gate::Postgres(pool.sea_orm()),
+            Pool::Postgres(_) => Gate::Postgres {
+                db: pool.sea_orm(),
+                queue: WriteQueue::unlocked(),
+            },
         }))
     }
 
     /// Waits for this process's turn to write (at once on PostgreSQL). Write on
     /// [`WriteTurn::db`], a single autocommit statement too: one that skipped the
     /// queue would meet the lock in SQLite's busy handler, sleeping past the
-    /// moment it frees.
+    /// moment it frees. Background writers wait while the turn is held.
     pub(crate) async fn turn(&self) -> WriteTurn {
         self.take(Class::Foreground).await
     }
 
     /// A background writer's turn: after the foreground writers waiting now and
-    /// any that arrive meanwhile, for at most [`MAX_DEFERRAL`] (at once on
-    /// PostgreSQL, where writers do not share one lock).
+    /// any that arrive meanwhile, for at most [`MAX_DEFERRAL`]. On PostgreSQL,
+    /// where writers share no lock, it waits while foreground writers are
+    /// writing, as long: they share the cores (see [`WriteQueue`]).
     pub(crate) async fn background_turn(&self) -> WriteTurn {
         self.take(Class::Background).await
     }
@@ -399,12 +408,15 @@ impl WriteGate {
                 };
                 WriteTurn {
                     db: sqlite_writer(writer, pool).clone(),
-                    _place: Some(place),
+                    _place: place,
                 }
             }
-            Gate::Postgres(db) => WriteTurn {
+            Gate::Postgres { db, queue } => WriteTurn {
                 db: db.clone(),
-                _place: None,
+                _place: match class {
+                    Class::Foreground => queue.foreground().await,
+                    Class::Background => queue.background().await,
+                },
             },
         }
     }
@@ -447,7 +459,7 @@ fn sqlite_writer<'a>(
     })
 }
 
-/// The queue of this process's SQLite writers.
+/// The queue of this process's writers.
 ///
 /// Writers come in two classes. Foreground writers (everything a request or a
 /// release waits on) queue in arrival order. Background writers (the email
@@ -455,12 +467,29 @@ fn sqlite_writer<'a>(
 /// foreground writer is writing or waiting, or once they have deferred for
 /// [`MAX_DEFERRAL`]: under a burst of filings the one write lock goes to the
 /// filings, and the emails of the burst follow in its gaps, never starved.
-#[derive(Clone, Default)]
+///
+/// On PostgreSQL ([`WriteQueue::unlocked`]) writers hold no lock and never wait
+/// for each other, but the classes stay: what a burst of filings is short of
+/// there is CPU (the process and the database share the cores), and every
+/// background statement run during the burst took some from a filing. The
+/// emails' bookkeeping waits out the burst the same way, in bigger batches.
+#[derive(Clone)]
 struct WriteQueue(Arc<QueueState>);
 
-#[derive(Default)]
+impl Default for WriteQueue {
+    /// One writer at a time (SQLite).
+    fn default() -> Self {
+        Self(Arc::new(QueueState {
+            lock: Some(Arc::default()),
+            foreground: AtomicUsize::new(0),
+            quiet: tokio::sync::Notify::new(),
+        }))
+    }
+}
+
 struct QueueState {
-    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held by the writer whose turn it is; none where writers need no turns.
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Foreground writers waiting for their turn or holding it.
     foreground: AtomicUsize,
     /// Told when `foreground` drops to zero.
@@ -471,12 +500,22 @@ struct QueueState {
 const MAX_DEFERRAL: Duration = Duration::from_millis(50);
 
 impl WriteQueue {
+    /// Writers that never wait for each other; background ones still wait
+    /// for foreground ones (PostgreSQL).
+    fn unlocked() -> Self {
+        Self(Arc::new(QueueState {
+            lock: None,
+            foreground: AtomicUsize::new(0),
+            quiet: tokio::sync::Notify::new(),
+        }))
+    }
+
     async fn foreground(&self) -> Place {
         self.0.foreground.fetch_add(1, SeqCst);
         // Counted from here, also if the caller gives up while waiting.
         let foreground = Foreground(self.0.clone());
         Place {
-            _guard: self.0.lock.clone().lock_owned().await,
+            _guard: self.0.turn().await,
             _foreground: Some(foreground),
         }
     }
@@ -493,8 +532,17 @@ impl WriteQueue {
             }
         }
         Place {
-            _guard: state.lock.clone().lock_owned().await,
+            _guard: self.0.turn().await,
             _foreground: None,
+        }
+    }
+}
+
+impl QueueState {
+    async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
         }
     }
 }
@@ -513,7 +561,7 @@ impl Drop for Foreground {
 
 /// A writer's place at the head of the queue, held until its turn ends.
 struct Place {
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     // Dropped after the guard: the lock is free before background writers hear of it.
     _foreground: Option<Foreground>,
 }
@@ -523,8 +571,8 @@ struct Place {
 #[must_use = "the turn must be held until the transaction commits or rolls back"]
 pub(crate) struct WriteTurn {
     db: DatabaseConnection,
-    /// On SQLite, this writer's place in the queue.
-    _place: Option<Place>,
+    /// This writer's place in the queue.
+    _place: Place,
 }
 
 impl WriteTurn {
@@ -634,6 +682,26 @@ mod tests {
         assert!(
             at_once(gate.background()),
             "it deferred with nobody to defer to"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_lock_only_background_writers_wait_and_only_for_foreground_ones() {
+        let gate = WriteQueue::unlocked();
+        let background = gate.background().await;
+        let writing = gate.foreground().await;
+        assert!(
+            at_once(gate.foreground()),
+            "a foreground writer waited for another writer"
+        );
+        assert!(
+            !at_once(gate.background()),
+            "a background writer went while a foreground writer was writing"
+        );
+        drop((writing, background));
+        assert!(
+            at_once(gate.background()),
+            "a background writer waited with no foreground writer left"
         );
     }
 

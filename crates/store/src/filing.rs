@@ -211,6 +211,9 @@ impl Store {
         sessions: &KeyedSessions,
         filings: &[Filing],
     ) -> Result<Vec<Outcome>, StoreError> {
+        // Taken for its place, not its connection: background writers (the
+        // emails' bookkeeping) wait while the group is written.
+        let _turn = self.write_gate.turn().await;
         let found = Found::read(&sessions.db, filings).await?;
         let mut decided = self.decide(filings, &found);
         if decided.accepted.is_empty() {

@@ -466,8 +466,12 @@ impl Worker {
 /// wait at once.
 pub const EMAIL_LINGER: Duration = Duration::from_millis(25);
 
-/// Emails delivered together and marked sent in one statement, at most.
-const SENT_FLUSH: usize = 32;
+/// Emails delivered together and marked sent in one statement, at most: a
+/// default batch (`worker.batch_size`) in one. While filings are written the
+/// statement waits its turn (the store's background writes), so the larger
+/// the part, the more of a burst's emails go out per wait; PostgreSQL's CPU
+/// per filing in `serve` fell by a sixth from 32 (docs/BENCHMARKS.md).
+const SENT_FLUSH: usize = 100;
 
 /// The request an `execute_release` row is about.
 fn release_target(item: &OutboxItem) -> Result<Uuid, JobError> {
