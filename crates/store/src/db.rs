@@ -389,8 +389,8 @@ impl WriteGate {
 
     /// A background writer's turn: after the foreground writers waiting now and
     /// any that arrive meanwhile, for at most [`MAX_DEFERRAL`]. On PostgreSQL,
-    /// where writers share no lock, it waits while foreground writers are
-    /// writing, as long: they share the cores (see [`WriteQueue`]).
+    /// where writers share no lock, the same: there they share the cores
+    /// (see [`WriteQueue`]).
     pub(crate) async fn background_turn(&self) -> WriteTurn {
         self.take(Class::Background).await
     }
