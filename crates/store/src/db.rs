@@ -479,11 +479,7 @@ struct WriteQueue(Arc<QueueState>);
 impl Default for WriteQueue {
     /// One writer at a time (SQLite).
     fn default() -> Self {
-        Self(Arc::new(QueueState {
-            lock: Some(Arc::default()),
-            foreground: AtomicUsize::new(0),
-            quiet: tokio::sync::Notify::new(),
-        }))
+        Self::with_lock(Some(Arc::default()))
     }
 }
 
@@ -503,8 +499,12 @@ impl WriteQueue {
     /// Writers that never wait for each other; background ones still wait
     /// for foreground ones (PostgreSQL).
     fn unlocked() -> Self {
+        Self::with_lock(None)
+    }
+
+    fn with_lock(lock: Option<Arc<tokio::sync::Mutex<()>>>) -> Self {
         Self(Arc::new(QueueState {
-            lock: None,
+            lock,
             foreground: AtomicUsize::new(0),
             quiet: tokio::sync::Notify::new(),
         }))
