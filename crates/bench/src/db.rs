@@ -210,6 +210,39 @@ pub async fn poll_scalar(
     }
 }
 
+/// Brings the database to rest after a setup's bulk writes, so that a drain
+/// measured next starts as a production database would, not behind the
+/// setup's backlog of disk writes: SQLite's write-ahead log (over a gigabyte
+/// after filing and approving 10,000 requests one by one) copied into the
+/// database and truncated, PostgreSQL checkpointed. Without it the drain met
+/// that backlog's writeback and checkpoints at random moments.
+pub async fn settle(pool: &Pool) -> Result<()> {
+    match pool {
+        Pool::Sqlite(p) => {
+            // (busy, log frames, frames checkpointed); busy while another
+            // connection's checkpoint runs, so tried again.
+            for _ in 0..100 {
+                let (busy, _, _): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .fetch_one(p)
+                        .await?;
+                if busy == 0 {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            bail!("SQLite's write-ahead log could not be checkpointed")
+        }
+        Pool::Postgres(p) => {
+            // Needs a superuser or `pg_checkpoint`; without, the drain runs unsettled.
+            if let Err(error) = sqlx::query("CHECKPOINT").execute(p).await {
+                eprintln!("warning: no CHECKPOINT before the drain: {error}");
+            }
+            Ok(())
+        }
+    }
+}
+
 /// One text value.
 pub async fn text(pool: &Pool, sql: &str) -> Result<String> {
     let value = match pool {

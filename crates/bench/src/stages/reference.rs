@@ -215,6 +215,7 @@ async fn measure(
             jobs
         ),
     }
+    crate::db::settle(&pool).await?;
     let context = RefContext {
         pool: pool.clone(),
         done: Arc::new(AtomicUsize::new(0)),

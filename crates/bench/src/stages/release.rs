@@ -187,6 +187,7 @@ async fn measure_drain(
     let requests = fixture.file(&numbers).await?;
     fixture.approve(&requests).await?;
     fixture.mark_filing_emails_sent().await?;
+    crate::db::settle(&pool).await?;
 
     let mut running = Vec::new();
     let starts =
