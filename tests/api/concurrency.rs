@@ -313,6 +313,56 @@ async fn sqlite_checkpoints_run_in_the_background() {
     }
 }
 
+/// SQLite's write-ahead log file does not keep the size of its largest burst:
+/// once the log has been copied and a write starts it over, that commit cuts
+/// the file back to `WAL_SIZE_LIMIT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_write_ahead_log_gives_the_disk_back_after_a_burst() {
+    let app = TestApp::sqlite().await;
+    let releasedesk_store::Pool::Sqlite(pool) = app.store.pool() else {
+        panic!("a SQLite app without a SQLite pool");
+    };
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let wal = format!("{file}-wal");
+    let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let limit = releasedesk_store::WAL_SIZE_LIMIT;
+
+    // One transaction of 1.25 times the limit: the log must hold all of it.
+    let megabytes = limit * 5 / 4 / (1 << 20);
+    sqlx::query("CREATE TABLE scratch (payload BLOB NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {megabytes}) \
+         INSERT INTO scratch SELECT zeroblob(1048576) FROM n"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+    let burst = size();
+    assert!(burst > limit, "the log holds the burst: {burst} bytes");
+
+    // Small writes until one follows a checkpoint that copied the whole log.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while size() > limit {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log file stayed at {} bytes (limit {limit})",
+            size()
+        );
+        sqlx::query("INSERT INTO scratch VALUES (x'00')")
+            .execute(pool)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// On a current-thread runtime every look-up below is queued before the reader
 /// task runs, so how they group does not depend on timing.
 mod token_lookups_that_arrive_together_share_one_statement {

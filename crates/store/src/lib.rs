@@ -39,7 +39,7 @@ pub use accounts::{
     StaffPrincipal, StaffRole, TOKEN_LOOKUP_BATCH_METRIC, TokenRef, is_customer_token,
 };
 pub use agents::{AgentPatch, AgentView, NewAgent};
-pub use db::{Backend, DbOptions, Pool, connect};
+pub use db::{Backend, DbOptions, Pool, WAL_SIZE_LIMIT, connect};
 pub use error::StoreError;
 pub use events::{Actor, EventView};
 pub use execution::{Begin, RELEASE_BATCH_METRIC, ReleaseWork};
