@@ -358,19 +358,22 @@ pub(crate) async fn begin_write(
 #[derive(Clone)]
 pub(crate) struct WriteGate(Arc<Gate>);
 
-enum Gate {
+struct Gate {
+    /// This process's writers in their classes; on SQLite one at a time.
+    queue: WriteQueue,
+    writer: Writer,
+}
+
+/// The connection a writer writes on.
+enum Writer {
     Sqlite {
         /// Opened on first use (opening a pool needs the runtime).
         writer: OnceLock<DatabaseConnection>,
         /// Options of the pool the writer is made like.
         pool: SqlitePool,
-        queue: WriteQueue,
     },
-    Postgres {
-        db: DatabaseConnection,
-        /// Without a lock: only the classes' order.
-        queue: WriteQueue,
-    },
+    /// The pool.
+    Postgres(DatabaseConnection),
 }
 
 /// Pages the SQLite writer keeps in memory (SQLite's `cache_size` in KiB when
@@ -380,14 +383,16 @@ const WRITER_CACHE_KIB: i64 = 32 * 1024;
 impl WriteGate {
     pub(crate) fn new(pool: &Pool) -> Self {
         Self(Arc::new(match pool {
-            Pool::Sqlite(pool) => Gate::Sqlite {
-                writer: OnceLock::new(),
-                pool: pool.clone(),
+            Pool::Sqlite(pool) => Gate {
                 queue: WriteQueue::default(),
+                writer: Writer::Sqlite {
+                    writer: OnceLock::new(),
+                    pool: pool.clone(),
+                },
             },
-            Pool::Postgres(_) => Gate::Postgres {
-                db: pool.sea_orm(),
+            Pool::Postgres(_) => Gate {
                 queue: WriteQueue::unlocked(),
+                writer: Writer::Postgres(pool.sea_orm()),
             },
         }))
     }
@@ -409,29 +414,16 @@ impl WriteGate {
     }
 
     async fn take(&self, class: Class) -> WriteTurn {
-        match &*self.0 {
-            Gate::Sqlite {
-                writer,
-                pool,
-                queue,
-            } => {
-                let place = match class {
-                    Class::Foreground => queue.foreground().await,
-                    Class::Background => queue.background().await,
-                };
-                WriteTurn {
-                    db: sqlite_writer(writer, pool).clone(),
-                    _place: place,
-                }
-            }
-            Gate::Postgres { db, queue } => WriteTurn {
-                db: db.clone(),
-                _place: match class {
-                    Class::Foreground => queue.foreground().await,
-                    Class::Background => queue.background().await,
-                },
-            },
-        }
+        let Gate { queue, writer } = &*self.0;
+        let place = match class {
+            Class::Foreground => queue.foreground().await,
+            Class::Background => queue.background().await,
+        };
+        let db = match writer {
+            Writer::Sqlite { writer, pool } => sqlite_writer(writer, pool).clone(),
+            Writer::Postgres(db) => db.clone(),
+        };
+        WriteTurn { db, _place: place }
     }
 }
 
