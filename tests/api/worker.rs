@@ -23,6 +23,7 @@ backend_tests!(
     a_dispatcher_keeps_several_smtp_sends_in_flight,
     with_the_local_carrier_releases_that_wait_together_commit_together_each_with_its_own_answer,
     a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job,
+    a_running_worker_sends_a_bursts_emails_once_its_filings_pause,
     a_process_with_a_dispatcher_writes_its_emails_claimed_and_hands_them_over,
     emails_claimed_by_a_process_that_died_go_out_from_another_after_the_lease,
 );
@@ -737,19 +738,7 @@ async fn a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job(app
     let mut config = app.worker_config();
     config.poll_interval = Duration::from_secs(600);
     config.email_linger = Duration::from_secs(600);
-    let (mailer, _) = releasedesk_worker::mail::Mailer::memory();
-    let carrier = Arc::new(releasedesk_worker::carrier::LocalCarrier);
-    let worker = releasedesk_worker::Worker::new(app.store.clone(), mailer, carrier, config);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(worker.run(stopped));
-    if app.store.backend() == releasedesk_store::Backend::Postgres {
-        const LISTENING: &str = "SELECT COUNT(*) FROM pg_stat_activity \
-            WHERE datname = current_database() AND query LIKE 'LISTEN %'";
-        releasedesk_tests::eventually("the worker's LISTEN", Duration::from_secs(20), async || {
-            (app.count(LISTENING).await > 0).then_some(())
-        })
-        .await;
-    }
+    let running = RunningWorker::start(&app, config).await;
 
     let mut filed = Vec::new();
     for _ in 0..10 {
@@ -783,8 +772,84 @@ async fn a_running_worker_lets_a_stream_of_filed_emails_gather_but_not_a_job(app
         batches <= 2,
         "20 emails of 10 filings went out in {batches} batches (at most the first filing's alone, then the rest)"
     );
-    stop.send(true).unwrap();
-    running.await.unwrap();
+    running.stop().await;
+}
+
+/// A running worker sends the emails of a burst of filings once the filings
+/// pause, not beside them: none goes out while filings keep coming (each
+/// sooner after the last than the pause), all of them once they stop. The
+/// linger alone would have sent the first filing's emails during the burst.
+async fn a_running_worker_sends_a_bursts_emails_once_its_filings_pause(app: TestApp) {
+    let acme = app.customer().await;
+    let mut numbers = Vec::new();
+    for _ in 0..8 {
+        numbers.push(app.number(&acme).await);
+    }
+    let mut config = app.worker_config();
+    config.poll_interval = Duration::from_secs(600);
+    config.requests_pause = Duration::from_secs(2);
+    config.email_burst_wait = Duration::from_secs(600);
+    let running = RunningWorker::start(&app, config).await;
+
+    for number in numbers {
+        app.file_request(&acme, number).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        running.outbox.sent().len(),
+        0,
+        "emails went out while filings kept coming"
+    );
+    releasedesk_tests::eventually("the burst's emails", Duration::from_secs(20), async || {
+        (running.outbox.sent().len() == 16).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE status = 'sent'")
+            .await,
+        16,
+        "each sent once and marked"
+    );
+    running.stop().await;
+}
+
+/// A worker running in the app's process, its emails kept in memory.
+struct RunningWorker {
+    outbox: releasedesk_worker::mail::MemoryOutbox,
+    stop: tokio::sync::watch::Sender<bool>,
+    running: tokio::task::JoinHandle<()>,
+}
+
+impl RunningWorker {
+    /// Starts it; on PostgreSQL returns once its LISTEN is in place (it looks
+    /// once then, for rows committed before).
+    async fn start(app: &TestApp, config: releasedesk_worker::WorkerConfig) -> Self {
+        let (mailer, outbox) = releasedesk_worker::mail::Mailer::memory();
+        let carrier = Arc::new(releasedesk_worker::carrier::LocalCarrier);
+        let worker = releasedesk_worker::Worker::new(app.store.clone(), mailer, carrier, config);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(worker.run(stopped));
+        if app.store.backend() == releasedesk_store::Backend::Postgres {
+            const LISTENING: &str = "SELECT COUNT(*) FROM pg_stat_activity \
+                WHERE datname = current_database() AND query LIKE 'LISTEN %'";
+            releasedesk_tests::eventually(
+                "the worker's LISTEN",
+                Duration::from_secs(20),
+                async || (app.count(LISTENING).await > 0).then_some(()),
+            )
+            .await;
+        }
+        Self {
+            outbox,
+            stop,
+            running,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.running.await.unwrap();
+    }
 }
 
 /// A worker on a store of its own over the app's database, as another process

@@ -241,6 +241,8 @@ impl TestApp {
         releasedesk_worker::WorkerConfig {
             poll_interval: Duration::from_millis(10),
             email_linger: releasedesk_worker::EMAIL_LINGER,
+            email_burst_wait: releasedesk_worker::EMAIL_BURST_WAIT,
+            requests_pause: releasedesk_worker::REQUESTS_PAUSE,
             sweep_interval: Duration::from_secs(3600),
             batch_size: 100,
             lease: Duration::from_secs(30),

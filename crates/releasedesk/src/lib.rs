@@ -69,6 +69,8 @@ pub fn build_worker(settings: &Settings, store: Store) -> Result<Worker, Startup
     let config = WorkerConfig {
         poll_interval: w.poll_interval,
         email_linger: releasedesk_worker::EMAIL_LINGER,
+        email_burst_wait: releasedesk_worker::EMAIL_BURST_WAIT,
+        requests_pause: releasedesk_worker::REQUESTS_PAUSE,
         sweep_interval: w.sweep_interval,
         batch_size: w.batch_size,
         lease: w.lease,

@@ -4,7 +4,7 @@ use std::{
     str::FromStr,
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicUsize, Ordering::SeqCst},
+        atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst},
     },
     time::Duration,
 };
@@ -413,6 +413,12 @@ impl WriteGate {
         self.take(Class::Background).await
     }
 
+    /// Returns once this process's foreground writers have paused for `pause`
+    /// (none writing or waiting, and none done within it), or after `max`.
+    pub(crate) async fn foreground_pause(&self, pause: Duration, max: Duration) {
+        self.0.queue.pause(pause, max).await;
+    }
+
     async fn take(&self, class: Class) -> WriteTurn {
         let Gate { queue, writer } = &*self.0;
         let place = match class {
@@ -495,6 +501,10 @@ struct QueueState {
     foreground: AtomicUsize,
     /// Told when `foreground` drops to zero.
     quiet: tokio::sync::Notify,
+    /// When the last foreground turn ended, in microseconds after `since`
+    /// (plus one: 0 is none yet).
+    last_done: AtomicU64,
+    since: tokio::time::Instant,
 }
 
 /// The longest a background writer yields to foreground writers.
@@ -512,6 +522,8 @@ impl WriteQueue {
             lock,
             foreground: AtomicUsize::new(0),
             quiet: tokio::sync::Notify::new(),
+            last_done: AtomicU64::new(0),
+            since: tokio::time::Instant::now(),
         }))
     }
 
@@ -541,9 +553,37 @@ impl WriteQueue {
             _foreground: None,
         }
     }
+
+    /// See [`WriteGate::foreground_pause`].
+    async fn pause(&self, pause: Duration, max: Duration) {
+        let state = &self.0;
+        let deadline = tokio::time::Instant::now() + max;
+        while tokio::time::Instant::now() < deadline {
+            // Registered before the count is read, so a turn ending between the two wakes it.
+            let quiet = state.quiet.notified();
+            if state.foreground.load(SeqCst) > 0 {
+                let _ = tokio::time::timeout_at(deadline, quiet).await;
+                continue;
+            }
+            match state.last_done() {
+                Some(done) if done + pause > tokio::time::Instant::now() => {
+                    tokio::time::sleep_until((done + pause).min(deadline)).await;
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 impl QueueState {
+    /// When the last foreground turn ended, if one did.
+    fn last_done(&self) -> Option<tokio::time::Instant> {
+        match self.last_done.load(SeqCst) {
+            0 => None,
+            micros => Some(self.since + Duration::from_micros(micros - 1)),
+        }
+    }
+
     async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match &self.lock {
             Some(lock) => Some(lock.clone().lock_owned().await),
@@ -557,6 +597,10 @@ struct Foreground(Arc<QueueState>);
 
 impl Drop for Foreground {
     fn drop(&mut self) {
+        // Before the count drops, so whoever sees it at zero sees this end too.
+        let micros = self.0.since.elapsed().as_micros();
+        let micros = u64::try_from(micros).unwrap_or(u64::MAX - 1) + 1;
+        self.0.last_done.fetch_max(micros, SeqCst);
         let left = self.0.foreground.fetch_sub(1, SeqCst);
         if left == 1 {
             self.0.quiet.notify_waiters();
@@ -707,6 +751,77 @@ mod tests {
         assert!(
             at_once(gate.background()),
             "a background writer waited with no foreground writer left"
+        );
+    }
+
+    /// Whether `pause` has returned after the clock moved to `at` (paused
+    /// clock: time moves only when every task waits).
+    async fn paused_by(pause: &tokio::task::JoinHandle<()>, start: Instant, at: u64) -> bool {
+        tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+        pause.is_finished()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_waits_out_foreground_writers_and_then_the_pause_itself() {
+        let gate = WriteQueue::unlocked();
+        let start = Instant::now();
+        let writing = gate.foreground().await;
+        let pause = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.pause(Duration::from_millis(20), Duration::from_secs(10))
+                    .await
+            }
+        });
+        assert!(!paused_by(&pause, start, 100).await, "a writer is writing");
+        drop(writing);
+        assert!(
+            !paused_by(&pause, start, 119).await,
+            "the pause is not over"
+        );
+        let again = gate.foreground().await;
+        assert!(
+            !paused_by(&pause, start, 150).await,
+            "a writer came within the pause"
+        );
+        drop(again);
+        assert!(!paused_by(&pause, start, 169).await);
+        assert!(
+            paused_by(&pause, start, 171).await,
+            "20 ms without a writer"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_lasts_no_longer_than_its_longest() {
+        let gate = WriteQueue::unlocked();
+        let start = Instant::now();
+        let _writing = gate.foreground().await;
+        let pause = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.pause(Duration::from_millis(20), Duration::from_secs(2))
+                    .await
+            }
+        });
+        assert!(!paused_by(&pause, start, 1_999).await);
+        assert!(
+            paused_by(&pause, start, 2_001).await,
+            "still waiting for a writer that never ends"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pause_is_over_at_once_when_no_foreground_writer_came_within_it() {
+        let gate = WriteQueue::unlocked();
+        let pause = || gate.pause(Duration::from_millis(20), Duration::from_secs(10));
+        let mut context = Context::from_waker(Waker::noop());
+        assert!(pin!(pause()).poll(&mut context).is_ready(), "no writer yet");
+        drop(gate.foreground().await);
+        sleep(Duration::from_millis(25)).await;
+        assert!(
+            pin!(pause()).poll(&mut context).is_ready(),
+            "one, 25 ms ago"
         );
     }
 

@@ -167,6 +167,14 @@ impl Store {
         }
     }
 
+    /// Returns once this process's foreground writes (those a request or a
+    /// release waits on) have paused for `pause`, or after `max`: work nobody
+    /// waits on can wait out a burst of requests instead of taking the cores
+    /// (and the database's) from it.
+    pub async fn requests_pause(&self, pause: std::time::Duration, max: std::time::Duration) {
+        self.write_gate.foreground_pause(pause, max).await;
+    }
+
     /// Resolves when this process commits new job rows (on PostgreSQL, any
     /// process: see [`Store::relay_outbox_notifications`]).
     pub async fn jobs_written(&self) {
