@@ -167,11 +167,15 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
 
 /// PostgreSQL: the sessions of this process's filing writer, beside the pool.
 ///
-/// They keep PostgreSQL's own plan caching, where the pool's plan every
-/// statement ([`connect`]): a filing group's statements (its read,
-/// [`crate::INSERT_FILINGS`], the foreign-key checks of the rows that inserts)
-/// run thousands of times a second with the same text, and planning them each
-/// time cost about 40% of PostgreSQL's CPU per filing (docs/BENCHMARKS.md).
+/// They plan each statement once (`plan_cache_mode = force_generic_plan`),
+/// where the pool's plan every statement ([`connect`]): a filing group's
+/// statements (its read, [`crate::INSERT_FILINGS`], the foreign-key checks of
+/// the rows that inserts) run thousands of times a second with the same text,
+/// and planning them each time cost about 40% of PostgreSQL's CPU per filing
+/// (docs/BENCHMARKS.md). Not PostgreSQL's `auto`, which weighs the generic
+/// plan against the average of the custom plans so far at every run: after a
+/// long run of one-filing groups (cheap custom plans) it went on planning
+/// every group of a later burst (PostgreSQL's CPU per filing +18%).
 /// The trap `force_custom_plan` avoids, a generic plan chosen while a table
 /// was small and kept as it grew, is closed another way: every statement of
 /// theirs finds rows by key, so these sessions run with `enable_seqscan = off`
@@ -187,9 +191,10 @@ impl KeyedSessions {
     /// `pool` with its settings but for the two above.
     pub(crate) fn beside(pool: &PgPool, connections: u32) -> Self {
         // Later `-c` settings of a session's options win over earlier ones.
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("plan_cache_mode", "auto"), ("enable_seqscan", "off")]);
+        let options = (*pool.connect_options()).clone().options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(pool.options().get_acquire_timeout())
