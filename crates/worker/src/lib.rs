@@ -482,7 +482,7 @@ pub const EMAIL_LINGER: Duration = Duration::from_millis(25);
 /// How long new emails may wait, after [`EMAIL_LINGER`], for a burst of the
 /// requests this process writes to pause: `serve` sends a burst's emails once
 /// it ends, not beside it on the same cores (PostgreSQL filing through `serve`
-/// +7% at 32 clients, docs/BENCHMARKS.md). Under load lasting longer, they go
+/// +12% at 32 clients, docs/BENCHMARKS.md). Under load lasting longer, they go
 /// out in its gaps, as each statement of theirs waits for the store's
 /// foreground writes only briefly.
 pub const EMAIL_BURST_WAIT: Duration = Duration::from_secs(2);
