@@ -759,6 +759,12 @@ mod tests {
         );
     }
 
+    /// A task waiting for a 20 ms pause of `gate`'s foreground writers, or `max`.
+    fn spawn_pause(gate: &WriteQueue, max: Duration) -> tokio::task::JoinHandle<()> {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.pause(Duration::from_millis(20), max).await })
+    }
+
     /// Whether `pause` has returned after the clock moved to `at` (paused
     /// clock: time moves only when every task waits).
     async fn paused_by(pause: &tokio::task::JoinHandle<()>, start: Instant, at: u64) -> bool {
@@ -771,13 +777,7 @@ mod tests {
         let gate = WriteQueue::unlocked();
         let start = Instant::now();
         let writing = gate.foreground().await;
-        let pause = tokio::spawn({
-            let gate = gate.clone();
-            async move {
-                gate.pause(Duration::from_millis(20), Duration::from_secs(10))
-                    .await
-            }
-        });
+        let pause = spawn_pause(&gate, Duration::from_secs(10));
         assert!(!paused_by(&pause, start, 100).await, "a writer is writing");
         drop(writing);
         assert!(
@@ -802,13 +802,7 @@ mod tests {
         let gate = WriteQueue::unlocked();
         let start = Instant::now();
         let _writing = gate.foreground().await;
-        let pause = tokio::spawn({
-            let gate = gate.clone();
-            async move {
-                gate.pause(Duration::from_millis(20), Duration::from_secs(2))
-                    .await
-            }
-        });
+        let pause = spawn_pause(&gate, Duration::from_secs(2));
         assert!(!paused_by(&pause, start, 1_999).await);
         assert!(
             paused_by(&pause, start, 2_001).await,
