@@ -543,16 +543,8 @@ impl WriteQueue {
     }
 
     async fn background(&self) -> Place {
-        let state = &self.0;
-        let busy = || state.foreground.load(SeqCst) > 0;
-        let deadline = tokio::time::Instant::now() + MAX_DEFERRAL;
-        while busy() {
-            // Registered before the check below, so a wake-up between the two is kept.
-            let quiet = state.quiet.notified();
-            if !busy() || tokio::time::timeout_at(deadline, quiet).await.is_err() {
-                break;
-            }
-        }
+        // Until no foreground writer is writing or waiting (a pause of none).
+        self.pause(Duration::ZERO, MAX_DEFERRAL).await;
         Place {
             _guard: self.0.turn().await,
             _foreground: None,
