@@ -70,6 +70,10 @@ struct Args {
     /// 1, 8 and 32 by default. For quick comparisons of one level.
     #[arg(long, value_delimiter = ',')]
     clients: Vec<usize>,
+    /// Filings per client level instead of the size's (10,000 at `full`): a
+    /// longer level shows the rate of a load that lasts, not of a burst.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    filings: Option<u32>,
     /// Repeat the whole run and report the median of each measurement.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -200,8 +204,12 @@ async fn run(args: Args) -> Result<ExitCode> {
         "{} is missing: cargo build -p releasedesk (same profile) first",
         binary.display()
     );
+    let mut plan = Plan::of(args.size);
+    if let Some(filings) = args.filings {
+        plan.filings = filings as usize;
+    }
     let ctx = Ctx {
-        plan: Plan::of(args.size),
+        plan,
         binary,
         pg_url: args.postgres.clone(),
         pgbench: args.pgbench.clone(),
@@ -228,6 +236,12 @@ async fn run(args: Args) -> Result<ExitCode> {
     report.machine = machine::describe(&ctx).await?;
     if let Some(remark) = &args.remark {
         report.notes.insert(0, remark.clone());
+    }
+    if let Some(filings) = args.filings {
+        let usual = Plan::of(args.size).filings;
+        let note =
+            format!("{filings} filings per client level (--filings), not the size's {usual}");
+        report.notes.insert(0, note);
     }
     let size = format!("{:?}", args.size).to_lowercase();
     println!();

@@ -186,7 +186,7 @@ impl Store {
             created_at: Set(now()),
         };
         let row = account::Entity::insert(row)
-            .exec_with_returning(&self.db)
+            .exec_with_returning(&self.shared.db)
             .await?;
         Ok(CreatedAccount {
             id: row.id,
@@ -201,7 +201,7 @@ impl Store {
     ) -> Result<Option<CreatedAccount>, StoreError> {
         let row = account::Entity::find()
             .filter(account::Column::Email.eq(email.trim()))
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?;
         Ok(row.map(|row| CreatedAccount {
             id: row.id,
@@ -213,7 +213,7 @@ impl Store {
     /// Issues a customer API token for an account.
     pub async fn create_token(&self, account_id: Uuid) -> Result<CreatedToken, StoreError> {
         if account::Entity::find_by_id(account_id)
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?
             .is_none()
         {
@@ -228,7 +228,7 @@ impl Store {
             created_at: Set(now()),
             revoked_at: Set(None),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.shared.db)
         .await?;
         Ok(CreatedToken { id, token })
     }
@@ -243,7 +243,7 @@ impl Store {
         };
         // Guarded: only a live token gets a `revoked_at`, so a second revocation
         // keeps the first time.
-        let turn = self.write_gate.turn().await;
+        let turn = self.shared.write_gate.turn().await;
         api_token::Entity::update_many()
             .col_expr(
                 api_token::Column::RevokedAt,
@@ -255,7 +255,7 @@ impl Store {
             .await?;
         let row = api_token::Entity::find()
             .filter(by)
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?
             .ok_or(DomainError::NotFound)?;
         let revoked_at = row
@@ -292,7 +292,7 @@ impl Store {
             created_at: Set(now()),
             revoked_at: Set(None),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.shared.db)
         .await;
         match inserted {
             Ok(_) => Ok(CreatedStaff { id, token }),
@@ -311,13 +311,13 @@ impl Store {
     ) -> Result<Option<CreatedStaff>, StoreError> {
         let Some(member) = staff::Entity::find()
             .filter(staff::Column::Email.eq(email.trim()))
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?
         else {
             return Ok(None);
         };
         let token = new_token(STAFF_TOKEN_PREFIX);
-        let turn = self.write_gate.turn().await;
+        let turn = self.shared.write_gate.turn().await;
         staff::Entity::update_many()
             .col_expr(
                 staff::Column::TokenHash,
@@ -358,7 +358,7 @@ impl Store {
         let row = staff::Entity::find()
             .filter(staff::Column::TokenHash.eq(hash_token(token)))
             .filter(staff::Column::RevokedAt.is_null())
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?;
         row.map(staff_principal).transpose()
     }
@@ -368,7 +368,7 @@ impl Store {
     pub async fn active_staff(&self, staff_id: Uuid) -> Result<Option<StaffPrincipal>, StoreError> {
         let row = staff::Entity::find_by_id(staff_id)
             .filter(staff::Column::RevokedAt.is_null())
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?;
         row.map(staff_principal).transpose()
     }
@@ -386,7 +386,8 @@ impl Store {
         let Some(hash) = customer_token_hash(token) else {
             return Ok(None);
         };
-        self.groups
+        self.shared
+            .groups
             .customer_tokens
             .submit(hash, || CustomerTokens(self.detached()))
             .await
@@ -411,7 +412,7 @@ impl Group for CustomerTokens {
         &self,
         hashes: &[String],
     ) -> Result<Vec<Result<Self::Answer, StoreError>>, StoreError> {
-        let found = valid_customer_tokens(&self.0.db, hashes).await?;
+        let found = valid_customer_tokens(&self.0.shared.db, hashes).await?;
         Ok(hashes
             .iter()
             .map(|hash| Ok(found.get(hash).copied()))

@@ -148,7 +148,7 @@ impl Store {
         account_id: Uuid,
         new: NewAgent,
     ) -> Result<AgentView, StoreError> {
-        let (txn, _turn) = crate::db::begin_write(&self.write_gate).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.shared.write_gate).await?;
         let at = now();
         let row = agent::Entity::insert(agent::ActiveModel {
             id: Set(releasedesk_domain::new_id()),
@@ -172,7 +172,7 @@ impl Store {
         agent_id: Uuid,
         patch: AgentPatch,
     ) -> Result<AgentView, StoreError> {
-        let (txn, _turn) = crate::db::begin_write(&self.write_gate).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.shared.write_gate).await?;
         owned_agent(&txn, account_id, agent_id).await?;
         let mut update =
             agent::Entity::update_many().col_expr(agent::Column::UpdatedAt, Expr::value(now()));
@@ -200,8 +200,8 @@ impl Store {
         account_id: Uuid,
         agent_id: Uuid,
     ) -> Result<AgentView, StoreError> {
-        let row = owned_agent(&self.db, account_id, agent_id).await?;
-        view(&self.db, row).await
+        let row = owned_agent(&self.shared.db, account_id, agent_id).await?;
+        view(&self.shared.db, row).await
     }
 
     pub async fn list_agents(
@@ -210,8 +210,9 @@ impl Store {
         page: PageRequest,
     ) -> Result<Page<AgentView>, StoreError> {
         let query = agent::Entity::find().filter(agent::Column::AccountId.eq(account_id));
-        let page = paging::by_id(&self.db, query, agent::Column::Id, &page, |r| r.id).await?;
-        let items = views(&self.db, page.items).await?;
+        let page =
+            paging::by_id(&self.shared.db, query, agent::Column::Id, &page, |r| r.id).await?;
+        let items = views(&self.shared.db, page.items).await?;
         Ok(Page {
             items,
             next_cursor: page.next_cursor,

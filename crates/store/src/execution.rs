@@ -74,7 +74,7 @@ impl Store {
         request_id: Uuid,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let begin = take_lease(&txn, request_id, lease, now()).await?;
         txn.commit().await?;
         Ok(begin)
@@ -90,7 +90,8 @@ impl Store {
     /// It commits together with the other releases waiting at that moment (a
     /// worker runs a whole fetched batch of jobs at once; see `group`).
     pub async fn release_at_once(&self, request_id: Uuid) -> Result<Begin, StoreError> {
-        self.groups
+        self.shared
+            .groups
             .releases
             .submit(request_id, || Releases(self.detached()))
             .await
@@ -105,7 +106,7 @@ impl Store {
         request_ids: &[Uuid],
     ) -> Result<Vec<Result<Begin, StoreError>>, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let at = now();
         let mut released: HashMap<Uuid, release_request::Model> =
             released_together(request_ids, at)
@@ -468,7 +469,7 @@ impl Store {
     /// bookkeeping, so a re-run never calls the carrier twice).
     pub async fn record_carrier_release(&self, request_id: Uuid) -> Result<(), StoreError> {
         use release_request::Column;
-        let turn = self.write_gate.turn().await;
+        let turn = self.shared.write_gate.turn().await;
         release_request::Entity::update_many()
             .col_expr(Column::CarrierReleasedAt, Expr::value(now()))
             .filter(Column::Id.eq(request_id))
@@ -481,7 +482,7 @@ impl Store {
     /// Finishes a release in one transaction. Safe to run twice: a request that is
     /// no longer `releasing` is left alone.
     pub async fn finish_release(&self, request_id: Uuid) -> Result<(), StoreError> {
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let finished = finish(self, &txn, request_id, now()).await?;
         txn.commit().await?;
         if let Some(claimed) = finished {
@@ -494,7 +495,7 @@ impl Store {
     /// `active` in its account (nothing was released), staff emailed.
     pub async fn fail_release(&self, request_id: Uuid, reason: &str) -> Result<(), StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(Column::Status, Expr::value(RequestStatus::Failed.as_str()))
@@ -540,7 +541,7 @@ impl Store {
             "account_name": account_name.unwrap_or_default(),
             "failure_reason": reason,
         });
-        let to = self.settings.staff_email.clone();
+        let to = self.shared.settings.staff_email.clone();
         let email = Email {
             template: "staff_release_failed",
             to: &to,
@@ -582,7 +583,7 @@ impl Store {
             .order_by_asc(Column::UpdatedAt)
             .limit(limit)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?;
         Ok(ids)
     }
@@ -598,11 +599,11 @@ impl Store {
             .filter(phone_number::Column::AvailableAfter.lte(at))
             .limit(limit)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?;
         let mut moved = 0;
         for number_id in due {
-            let (txn, _turn) = begin_write(&self.write_gate).await?;
+            let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
             let updated = phone_number::Entity::update_many()
                 .col_expr(
                     phone_number::Column::Status,
@@ -640,7 +641,7 @@ impl Store {
         account_id: Uuid,
         number_id: Uuid,
     ) -> Result<NumberView, StoreError> {
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let at = now();
         let updated = phone_number::Entity::update_many()
             .col_expr(
@@ -751,7 +752,7 @@ impl Store {
         delay: Duration,
     ) -> Result<(), StoreError> {
         use release_request::Column;
-        let turn = self.write_gate.turn().await;
+        let turn = self.shared.write_gate.turn().await;
         release_request::Entity::update_many()
             .col_expr(Column::LeaseUntil, Expr::value(now() + lease_delta(delay)))
             .filter(Column::Id.eq(request_id))

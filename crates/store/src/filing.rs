@@ -151,7 +151,8 @@ impl Store {
             number_id,
             reason,
         };
-        self.groups
+        self.shared
+            .groups
             .filings
             .submit(filing, || Filings(self.detached()))
             .await
@@ -160,7 +161,7 @@ impl Store {
     /// Writes `filings` together. `Ok` holds each filing's own answer
     /// (refusals included, in order); `Err` means nothing was written.
     async fn file_together(&self, filings: &[Filing]) -> Result<Vec<Outcome>, StoreError> {
-        match &self.filing_sessions {
+        match &self.shared.filing_sessions {
             Some(sessions) => self.file_in_one_statement(sessions, filings).await,
             None => self.file_in_one_transaction(filings).await,
         }
@@ -172,7 +173,7 @@ impl Store {
         &self,
         filings: &[Filing],
     ) -> Result<Vec<Outcome>, StoreError> {
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let found = Found::read(&txn, filings).await?;
         let mut decided = self.decide(filings, &found);
         let mut claimed = Vec::new();
@@ -213,7 +214,7 @@ impl Store {
     ) -> Result<Vec<Outcome>, StoreError> {
         // Taken for its place, not its connection: background writers (the
         // emails' bookkeeping) wait while the group is written.
-        let _turn = self.write_gate.turn().await;
+        let _turn = self.shared.write_gate.turn().await;
         let found = Found::read(&sessions.db, filings).await?;
         let mut decided = self.decide(filings, &found);
         if decided.accepted.is_empty() {
@@ -250,7 +251,7 @@ impl Store {
 
     /// Each filing's answer, in order, and what the accepted ones write.
     fn decide<'a>(&'a self, filings: &[Filing], found: &'a Found) -> Decided<'a> {
-        let staff_email = self.settings.staff_email.as_str();
+        let staff_email = self.shared.settings.staff_email.as_str();
         let mut open: HashSet<Uuid> = found
             .numbers
             .values()

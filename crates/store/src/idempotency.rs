@@ -96,7 +96,7 @@ impl Store {
                 created_at: Set(at),
                 expires_at: Set(after(at, times.retention)),
             };
-            let turn = self.write_gate.turn().await;
+            let turn = self.shared.write_gate.turn().await;
             let inserted = idempotency_key::Entity::insert(claim)
                 .on_conflict(
                     OnConflict::columns([
@@ -114,7 +114,7 @@ impl Store {
             }
 
             // Take over an expired key, or an abandoned claim of this same request.
-            let turn = self.write_gate.turn().await;
+            let turn = self.shared.write_gate.turn().await;
             let taken = idempotency_key::Entity::update_many()
                 .col_expr(
                     idempotency_key::Column::RequestHash,
@@ -165,7 +165,7 @@ impl Store {
                     .column(idempotency_key::Column::ResponseStatus)
                     .column(idempotency_key::Column::ResponseBody)
                     .into_tuple()
-                    .one(&self.db)
+                    .one(&self.shared.db)
                     .await?;
             let Some((hash, state, status, body)) = existing else {
                 continue;
@@ -193,7 +193,7 @@ impl Store {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
-        let turn = self.write_gate.turn().await;
+        let turn = self.shared.write_gate.turn().await;
         idempotency_key::Entity::update_many()
             .col_expr(idempotency_key::Column::State, Expr::value(DONE))
             .col_expr(
@@ -219,7 +219,7 @@ impl Store {
         scope: &KeyScope,
         key: &str,
     ) -> Result<(), StoreError> {
-        let turn = self.write_gate.turn().await;
+        let turn = self.shared.write_gate.turn().await;
         idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::Scope.eq(scope.as_str()))
             .filter(idempotency_key::Column::Key.eq(key))
@@ -231,7 +231,7 @@ impl Store {
 
     /// Deletes keys whose retention has passed; returns how many went.
     pub async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
-        let turn = self.write_gate.turn().await;
+        let turn = self.shared.write_gate.turn().await;
         let result = idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::ExpiresAt.lte(now()))
             .exec(turn.db())

@@ -98,7 +98,7 @@ impl Store {
         rows: &[ImportRow],
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<ImportOutcome, StoreError> {
-        let (txn, _turn) = crate::db::begin_write(&self.write_gate).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.shared.write_gate).await?;
         if account::Entity::find_by_id(account_id)
             .one(&txn)
             .await?
@@ -157,7 +157,7 @@ impl Store {
 
     /// After a rolled-back import: which rows collided, and with what.
     async fn explain_conflict(&self, rows: &[ImportRow]) -> Result<ImportOutcome, StoreError> {
-        let existing = already_in_inventory(&self.db, rows).await?;
+        let existing = already_in_inventory(&self.shared.db, rows).await?;
         if !existing.is_empty() {
             return Ok(ImportOutcome::AlreadyInInventory(existing));
         }

@@ -40,6 +40,7 @@ impl Store {
             ),
         };
         let result = self
+            .shared
             .db
             .execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;

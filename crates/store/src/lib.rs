@@ -76,12 +76,22 @@ pub struct StoreSettings {
     pub staff_email: String,
 }
 
-/// The operation layer: cheap to clone, shared by every front end.
+/// The operation layer: cheap to clone (one reference count), shared by
+/// every front end.
 #[derive(Clone)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a [`Store`] shares. A request clones the store several
+/// times on its way (axum's router, each extractor that needs it): one
+/// reference count instead of one per part (7% of `serve`'s CPU while filing
+/// on PostgreSQL went to those clones and their drops, docs/BENCHMARKS.md).
+#[derive(Clone)]
+struct Shared {
     db: DatabaseConnection,
     pool: Pool,
-    settings: Arc<StoreSettings>,
+    settings: StoreSettings,
     /// Signalled after a commit that wrote outbox rows, so a worker in the same
     /// process starts at once instead of at its next poll.
     outbox_signals: Arc<OutboxSignals>,
@@ -121,7 +131,7 @@ struct Groups {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("backend", &self.pool.backend())
+            .field("backend", &self.shared.pool.backend())
             .finish_non_exhaustive()
     }
 }
@@ -133,16 +143,19 @@ impl Store {
             Pool::Postgres(pool) => Some(db::KeyedSessions::beside(pool, filing::SESSIONS)),
             Pool::Sqlite(_) => None,
         };
-        Self {
+        let shared = Shared {
             db: pool.sea_orm(),
             filing_sessions,
             pool,
-            settings: Arc::new(settings),
+            settings,
             outbox_signals: Arc::default(),
             adoption: Arc::default(),
             migrations_current: Arc::default(),
             write_gate,
             groups: Arc::default(),
+        };
+        Self {
+            shared: Arc::new(shared),
         }
     }
 
@@ -150,9 +163,12 @@ impl Store {
     /// started, because holding this one's would keep their queues (and the
     /// writers) alive after the last caller's store is gone.
     fn detached(&self) -> Store {
-        Store {
+        let shared = Shared {
             groups: Arc::default(),
-            ..self.clone()
+            ..Shared::clone(&self.shared)
+        };
+        Store {
+            shared: Arc::new(shared),
         }
     }
 
@@ -162,8 +178,8 @@ impl Store {
     pub async fn outbox_written(&self) -> Written {
         tokio::select! {
             biased;
-            () = self.outbox_signals.jobs.notified() => Written::Jobs,
-            () = self.outbox_signals.emails.notified() => Written::EmailsOnly,
+            () = self.shared.outbox_signals.jobs.notified() => Written::Jobs,
+            () = self.shared.outbox_signals.emails.notified() => Written::EmailsOnly,
         }
     }
 
@@ -172,23 +188,23 @@ impl Store {
     /// waits on can wait out a burst of requests instead of taking the cores
     /// (and the database's) from it.
     pub async fn requests_pause(&self, pause: std::time::Duration, max: std::time::Duration) {
-        self.write_gate.foreground_pause(pause, max).await;
+        self.shared.write_gate.foreground_pause(pause, max).await;
     }
 
     /// Resolves when this process commits new job rows (on PostgreSQL, any
     /// process: see [`Store::relay_outbox_notifications`]).
     pub async fn jobs_written(&self) {
-        self.outbox_signals.jobs.notified().await;
+        self.shared.outbox_signals.jobs.notified().await;
     }
 
     /// After a commit that wrote jobs (and maybe emails).
     pub(crate) fn wake_workers(&self) {
-        self.outbox_signals.jobs.notify_one();
+        self.shared.outbox_signals.jobs.notify_one();
     }
 
     /// After a commit that wrote emails and no job.
     pub(crate) fn wake_mailer(&self) {
-        self.outbox_signals.emails.notify_one();
+        self.shared.outbox_signals.emails.notify_one();
     }
 
     /// On PostgreSQL, relays the database's outbox notifications (every commit
@@ -198,7 +214,7 @@ impl Store {
     /// notification missed meanwhile is picked up by the poll. SQLite: returns
     /// at once (only this process writes, and it signals directly).
     pub async fn relay_outbox_notifications(&self, stop: impl std::future::Future<Output = ()>) {
-        let Pool::Postgres(pool) = &self.pool else {
+        let Pool::Postgres(pool) = &self.shared.pool else {
             return;
         };
         tokio::pin!(stop);
@@ -235,35 +251,35 @@ impl Store {
     }
 
     pub fn backend(&self) -> Backend {
-        self.pool.backend()
+        self.shared.pool.backend()
     }
 
     /// The underlying sqlx pool, for components (the job queue) that share it.
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.shared.pool
     }
 
     /// Closes the pool and the filing writer's sessions, waiting for their
     /// connections to close.
     pub async fn close(&self) {
-        if let Some(sessions) = &self.filing_sessions {
+        if let Some(sessions) = &self.shared.filing_sessions {
             sessions.pool.close().await;
         }
-        self.pool.close().await;
+        self.shared.pool.close().await;
     }
 
     pub fn settings(&self) -> &StoreSettings {
-        &self.settings
+        &self.shared.settings
     }
 
     pub fn policy(&self) -> &ReleasePolicy {
-        &self.settings.policy
+        &self.shared.settings.policy
     }
 
     /// Applies every pending migration.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         use releasedesk_migrations::{Migrator, MigratorTrait};
-        Migrator::up(&self.db, None).await?;
+        Migrator::up(&self.shared.db, None).await?;
         Ok(())
     }
 
@@ -273,15 +289,15 @@ impl Store {
         use std::sync::atomic::Ordering;
 
         use releasedesk_migrations::{Migrator, MigratorTrait};
-        if self.migrations_current.load(Ordering::Relaxed) {
-            self.db.ping().await?;
+        if self.shared.migrations_current.load(Ordering::Relaxed) {
+            self.shared.db.ping().await?;
             return Ok(true);
         }
         // Applied versions this binary does not know (a newer release migrated)
         // do not make it unready; only its own missing ones do.
         let applied: Vec<String> =
             <releasedesk_migrations::seaql_migrations::Entity as sea_orm::EntityTrait>::find()
-                .all(&self.db)
+                .all(&self.shared.db)
                 .await?
                 .into_iter()
                 .map(|m| m.version)
@@ -289,7 +305,9 @@ impl Store {
         let current = Migrator::migrations()
             .iter()
             .all(|migration| applied.iter().any(|v| *v == migration.name()));
-        self.migrations_current.store(current, Ordering::Relaxed);
+        self.shared
+            .migrations_current
+            .store(current, Ordering::Relaxed);
         Ok(current)
     }
 }

@@ -262,10 +262,10 @@ impl Store {
             updated_at: Set(at),
         };
         match phone_number::Entity::insert(row)
-            .exec_with_returning(&self.db)
+            .exec_with_returning(&self.shared.db)
             .await
         {
-            Ok(row) => view(&self.db, row).await,
+            Ok(row) => view(&self.shared.db, row).await,
             Err(e) if is_unique_violation(&e) => {
                 Err(DomainError::invalid("e164", "this number is already in the inventory").into())
             }
@@ -288,14 +288,14 @@ impl Store {
             .column(phone_number::Column::Id)
             .filter(phone_number::Column::E164.eq(e164.as_str()))
             .into_tuple()
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?)
     }
 
     /// Adds `count` demo SMS messages to a number's history; returns the new total.
     pub async fn add_sms(&self, number_id: Uuid, count: u32) -> Result<u64, StoreError> {
         if phone_number::Entity::find_by_id(number_id)
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?
             .is_none()
         {
@@ -314,12 +314,12 @@ impl Store {
             .collect();
         for chunk in rows.chunks(500) {
             sms_message::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(&self.db)
+                .exec_without_returning(&self.shared.db)
                 .await?;
         }
         let total = sms_message::Entity::find()
             .filter(sms_message::Column::PhoneNumberId.eq(number_id))
-            .count(&self.db)
+            .count(&self.shared.db)
             .await?;
         Ok(total)
     }
@@ -334,9 +334,15 @@ impl Store {
         if let Some(status) = status {
             query = query.filter(phone_number::Column::Status.eq(status.as_str()));
         }
-        let page =
-            paging::by_id(&self.db, query, phone_number::Column::Id, &page, |r| r.id).await?;
-        let items = views(&self.db, page.items).await?;
+        let page = paging::by_id(
+            &self.shared.db,
+            query,
+            phone_number::Column::Id,
+            &page,
+            |r| r.id,
+        )
+        .await?;
+        let items = views(&self.shared.db, page.items).await?;
         Ok(Page {
             items,
             next_cursor: page.next_cursor,
@@ -352,7 +358,7 @@ impl Store {
             .filter(visible_to(account_id))
             .order_by_asc(phone_number::Column::Id)
             .limit(PageRequest::DEFAULT_LIMIT)
-            .build(self.db.get_database_backend());
+            .build(self.shared.db.get_database_backend());
         self.plan(statement).await
     }
 
@@ -363,10 +369,10 @@ impl Store {
     ) -> Result<NumberView, StoreError> {
         let row = phone_number::Entity::find_by_id(number_id)
             .filter(visible_to(account_id))
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?
             .ok_or(DomainError::NotFound)?;
-        view(&self.db, row).await
+        view(&self.shared.db, row).await
     }
 
     /// Sets the friendly name and configuration of an active number.
@@ -376,7 +382,7 @@ impl Store {
         number_id: Uuid,
         patch: NumberPatch,
     ) -> Result<NumberView, StoreError> {
-        let (txn, _turn) = crate::db::begin_write(&self.write_gate).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.shared.write_gate).await?;
         owned(&txn, account_id, number_id).await?;
         let changes = [
             (
@@ -435,7 +441,7 @@ impl Store {
     ) -> Result<ReleasePreview, StoreError> {
         let number = phone_number::Entity::find_by_id(number_id)
             .filter(visible_to(account_id))
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?
             .ok_or(DomainError::NotFound)?;
         let status = parse_status(&number.status)?;
@@ -454,7 +460,7 @@ impl Store {
                 release_request::Column::Status
                     .is_in(RequestStatus::OPEN.iter().map(|s| s.as_str())),
             )
-            .count(&self.db)
+            .count(&self.shared.db)
             .await?;
         if open > 0 {
             blockers.push(Blocker {
@@ -463,7 +469,7 @@ impl Store {
                 agent_ids: None,
             });
         }
-        let in_use = active_agents_using(&self.db, number_id).await?;
+        let in_use = active_agents_using(&self.shared.db, number_id).await?;
         if !in_use.is_empty() {
             let names: Vec<&str> = in_use.iter().map(|a| a.name.as_str()).collect();
             blockers.push(Blocker {
@@ -478,7 +484,7 @@ impl Store {
         let fee = policy.early_termination_fee(number.purchased_at, now());
         let sms = sms_message::Entity::find()
             .filter(sms_message::Column::PhoneNumberId.eq(number_id))
-            .count(&self.db)
+            .count(&self.shared.db)
             .await?;
         let e164 = number.e164;
         let consequences = vec![

@@ -343,12 +343,12 @@ impl crate::Store {
     /// to any dispatcher when the lease runs out, as a claim's do. The first
     /// lease set stays.
     pub fn adopt_new_emails(&self, lease: std::time::Duration) {
-        let _ = self.adoption.lease.set(lease);
+        let _ = self.shared.adoption.lease.set(lease);
     }
 
     /// Up to `limit` emails written claimed for this process, oldest first.
     pub fn take_adopted_emails(&self, limit: usize) -> Vec<OutboxItem> {
-        let mut waiting = self.adoption.waiting();
+        let mut waiting = self.shared.adoption.waiting();
         let n = limit.min(waiting.len());
         waiting.drain(..n).collect()
     }
@@ -356,14 +356,14 @@ impl crate::Store {
     /// The lease to write new emails under, when this process's dispatcher
     /// takes them and has room.
     pub(crate) fn email_claim(&self) -> Option<std::time::Duration> {
-        self.adoption.claim()
+        self.shared.adoption.claim()
     }
 
     /// After a commit that wrote emails (and no job): hands the ones written
     /// claimed to this process's dispatcher, and wakes it.
     pub(crate) fn emails_committed(&self, claimed: Vec<OutboxItem>) {
         if !claimed.is_empty() {
-            self.adoption.waiting().extend(claimed);
+            self.shared.adoption.waiting().extend(claimed);
         }
         self.wake_mailer();
     }
@@ -465,8 +465,8 @@ impl crate::Store {
     /// background, jobs (a release waits on them) in the foreground.
     async fn outbox_turn(&self, kind: &str) -> crate::db::WriteTurn {
         match kind {
-            EMAIL => self.write_gate.background_turn().await,
-            _ => self.write_gate.turn().await,
+            EMAIL => self.shared.write_gate.background_turn().await,
+            _ => self.shared.write_gate.turn().await,
         }
     }
 
@@ -488,7 +488,7 @@ impl crate::Store {
         };
         let next = releasedesk_domain::time::now() + delta(policy.delay(item.attempts));
         let error: String = error.chars().take(1000).collect();
-        let turn = self.write_gate.turn().await;
+        let turn = self.shared.write_gate.turn().await;
         outbox::Entity::update_many()
             .col_expr(outbox::Column::Status, Expr::value(status.as_str()))
             .col_expr(outbox::Column::NextAttemptAt, Expr::value(next))
@@ -584,7 +584,8 @@ impl crate::Store {
         use sea_orm::QueryFilter;
         let query = outbox::Entity::find().filter(status_is(status));
         let page =
-            crate::paging::by_id(&self.db, query, outbox::Column::Id, &page, |r| r.id).await?;
+            crate::paging::by_id(&self.shared.db, query, outbox::Column::Id, &page, |r| r.id)
+                .await?;
         Ok(page.map(|row| OutboxView {
             id: row.id,
             kind: row.kind,

@@ -22,7 +22,7 @@ impl Store {
     /// [`GroupPlans`] for a group of `size` (made-up) ids, each filing with a
     /// token of its own.
     pub async fn group_plans(&self, size: usize) -> Result<GroupPlans, StoreError> {
-        let backend = self.db.get_database_backend();
+        let backend = self.shared.db.get_database_backend();
         let ids: Vec<Uuid> = (0..size).map(|_| releasedesk_domain::new_id()).collect();
         let tokens: Vec<String> = ids
             .iter()
@@ -41,7 +41,7 @@ impl Store {
     /// placeholders unbound), one line per step: for statements the store
     /// does not build, such as the job queue's own.
     pub async fn plan_of_sql(&self, sql: &str) -> Result<Vec<String>, StoreError> {
-        let backend = self.db.get_database_backend();
+        let backend = self.shared.db.get_database_backend();
         self.plan(Statement::from_string(backend, sql)).await
     }
 
@@ -60,7 +60,7 @@ impl Store {
         // cached schema when a statement starts reading, which EXPLAIN QUERY
         // PLAN does not: without the read first, a connection idle since a
         // schema change on another (a migration) explains with what is gone.
-        let txn = self.db.begin().await?;
+        let txn = self.shared.db.begin().await?;
         if self.backend() == Backend::Sqlite {
             txn.execute_unprepared("SELECT count(*) FROM sqlite_schema")
                 .await?;

@@ -108,7 +108,7 @@ impl Store {
         account_id: Uuid,
         request_id: Uuid,
     ) -> Result<RequestView, StoreError> {
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(
@@ -154,9 +154,9 @@ impl Store {
         account_id: Uuid,
         request_id: Uuid,
     ) -> Result<RequestView, StoreError> {
-        let row = owned_request(&self.db, account_id, request_id).await?;
+        let row = owned_request(&self.shared.db, account_id, request_id).await?;
         let mut view = RequestView::try_from(row)?;
-        view.events = Some(events::timeline(&self.db, request_id).await?);
+        view.events = Some(events::timeline(&self.shared.db, request_id).await?);
         Ok(view)
     }
 
@@ -184,7 +184,7 @@ impl Store {
             .order_by_desc(Column::RequestedAt)
             .order_by_desc(Column::Id)
             .limit(page.fetch())
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?;
         let page = Page::from_rows(rows, &page, |r| Cursor::after(r.requested_at, r.id), |r| r);
         let items = page

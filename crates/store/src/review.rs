@@ -258,7 +258,9 @@ impl Store {
         filter: &QueueFilter,
         page: PageRequest,
     ) -> Result<Page<QueueItem>, StoreError> {
-        let rows = queue_select(me, filter, &page)?.all(&self.db).await?;
+        let rows = queue_select(me, filter, &page)?
+            .all(&self.shared.db)
+            .await?;
         let page = Page::from_rows(rows, &page, |r| Cursor::after(r.requested_at, r.id), |r| r);
         self.queue_items(page).await
     }
@@ -273,7 +275,8 @@ impl Store {
         page: PageRequest,
     ) -> Result<Vec<String>, StoreError> {
         use sea_orm::QueryTrait;
-        let statement = queue_select(me, filter, &page)?.build(self.db.get_database_backend());
+        let statement =
+            queue_select(me, filter, &page)?.build(self.shared.db.get_database_backend());
         self.plan(statement).await
     }
 
@@ -289,17 +292,17 @@ impl Store {
             .column(account::Column::Name)
             .filter(account::Column::Id.is_in(account_ids))
             .into_tuple::<(Uuid, String)>()
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .into_iter()
             .collect();
         let claimers = names_of_staff(
-            &self.db,
+            &self.shared.db,
             page.items.iter().filter_map(|r| r.claimed_by).collect(),
         )
         .await?;
         let in_use = numbers_in_use(
-            &self.db,
+            &self.shared.db,
             page.items.iter().map(|r| r.phone_number_id).collect(),
         )
         .await?;
@@ -326,7 +329,7 @@ impl Store {
 
     /// One request with everything needed to decide it.
     pub async fn review_detail(&self, request_id: Uuid) -> Result<ReviewDetail, StoreError> {
-        detail_on(&self.db, request_id).await
+        detail_on(&self.shared.db, request_id).await
     }
 
     /// Takes a pending request (idempotent for its own claimer).
@@ -336,7 +339,7 @@ impl Store {
         request_id: Uuid,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let at = now();
         let updated = release_request::Entity::update_many()
             .col_expr(Column::ClaimedBy, Expr::value(me.id))
@@ -373,7 +376,7 @@ impl Store {
         request_id: Uuid,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let at = now();
         let mut update = release_request::Entity::update_many()
             .col_expr(Column::ClaimedBy, Expr::value(Option::<Uuid>::None))
@@ -417,7 +420,7 @@ impl Store {
         note: Option<Note>,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let at = now();
         let note = note.map(Note::into_inner);
         let updated = release_request::Entity::update_many()
@@ -507,7 +510,7 @@ impl Store {
         note: Note,
     ) -> Result<ReviewDetail, StoreError> {
         use release_request::Column;
-        let (txn, _turn) = begin_write(&self.write_gate).await?;
+        let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
         let at = now();
         let note = note.into_inner();
         let updated = release_request::Entity::update_many()
@@ -561,7 +564,7 @@ impl Store {
             .select_only()
             .column(phone_number::Column::AccountId)
             .into_tuple()
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?;
         match owner {
             None => Err(DomainError::NotFound.into()),

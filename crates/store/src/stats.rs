@@ -42,7 +42,7 @@ impl Store {
             .filter(release_request::Column::Status.is_in(OPEN.map(RequestStatus::as_str)))
             .group_by(release_request::Column::Status)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?;
         let requests = OPEN
             .iter()
@@ -63,7 +63,7 @@ impl Store {
             )
             .filter(release_request::Column::Status.eq(RequestStatus::Pending.as_str()))
             .into_tuple()
-            .one(&self.db)
+            .one(&self.shared.db)
             .await?;
 
         let backlog = [
@@ -76,7 +76,7 @@ impl Store {
             rows.extend(
                 counts
                     .into_tuple::<(String, String, i64)>()
-                    .all(&self.db)
+                    .all(&self.shared.db)
                     .await?,
             );
         }
@@ -103,7 +103,7 @@ impl Store {
     /// and dead rows, not the history of sent ones.
     pub async fn backlog_plans(&self) -> Result<Vec<Vec<String>>, StoreError> {
         use sea_orm::QueryTrait;
-        let backend = self.db.get_database_backend();
+        let backend = self.shared.db.get_database_backend();
         let mut plans = Vec::new();
         for counts in backlog_counts() {
             plans.push(self.plan(counts.build(backend)).await?);
