@@ -363,6 +363,35 @@ async fn sqlite_write_ahead_log_gives_the_disk_back_after_a_burst() {
     }
 }
 
+/// Closing the store closes every connection it opened, the SQLite writer's
+/// too: the last to close copies the write-ahead log into the database and
+/// removes the log's file, so a stopped service leaves its database whole in
+/// one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_sqlite_store_leaves_no_write_ahead_log_behind() {
+    let app = TestApp::sqlite().await;
+    let releasedesk_store::Pool::Sqlite(pool) = app.store.pool() else {
+        panic!("a SQLite app without a SQLite pool");
+    };
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let wal = std::path::PathBuf::from(format!("{file}-wal"));
+    // A filing: written on the writer's own connection.
+    let acme = app.customer().await;
+    let number = app.number(&acme).await;
+    app.file_request(&acme, number).await;
+    assert!(wal.exists(), "the writes went through the log");
+
+    app.store.close().await;
+    assert!(
+        !wal.exists(),
+        "a connection was left open: the log file is still there"
+    );
+}
+
 /// On a current-thread runtime every look-up below is queued before the reader
 /// task runs, so how they group does not depend on timing.
 mod token_lookups_that_arrive_together_share_one_statement {

@@ -424,6 +424,19 @@ impl WriteGate {
         self.0.queue.pause(pause, max).await;
     }
 
+    /// Closes the SQLite writer's own connection, if it was opened, waiting
+    /// for it to close (on PostgreSQL the writer is the pool, closed with it).
+    pub(crate) async fn close(&self) {
+        if let Writer::Sqlite { writer, .. } = &self.0.writer
+            && let Some(writer) = writer.get()
+        {
+            // Fails only for connections that are not pools (mocks, proxies).
+            if let Err(error) = writer.close_by_ref().await {
+                tracing::warn!(%error, "closing the SQLite writer failed");
+            }
+        }
+    }
+
     async fn take(&self, class: Class) -> WriteTurn {
         let Gate { queue, writer } = &*self.0;
         let place = match class {

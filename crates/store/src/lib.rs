@@ -259,12 +259,13 @@ impl Store {
         &self.shared.pool
     }
 
-    /// Closes the pool and the filing writer's sessions, waiting for their
-    /// connections to close.
+    /// Closes the pool, the SQLite writer's connection and the filing
+    /// writer's sessions, waiting for their connections to close.
     pub async fn close(&self) {
         if let Some(sessions) = &self.shared.filing_sessions {
             sessions.pool.close().await;
         }
+        self.shared.write_gate.close().await;
         self.shared.pool.close().await;
     }
 
