@@ -9,7 +9,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http::{HeaderValue, header};
+use http_body_util::{BodyExt, Full};
 
 /// Latencies in microseconds.
 pub type Latencies = Histogram<u64>;
@@ -46,15 +49,20 @@ pub fn client(connections: usize) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
         .build()
         .context("build the HTTP client")
 }
 
 /// Files one request per number with `clients` concurrent clients; every answer
 /// must be 201.
+///
+/// Each client is one keep-alive HTTP/1.1 connection of its own, sending
+/// requests built from parts made once (the body, each token's header): the
+/// load generator shares the cores with the service and its database, so it
+/// spends as little of them as it can, as pgbench's C client does for the raw
+/// limit. Every connection is open before the clock starts.
 pub async fn file_requests(
-    http: &reqwest::Client,
     base_url: &str,
     numbers: &[crate::seed::SeededNumber],
     tokens: &[String],
@@ -62,13 +70,15 @@ pub async fn file_requests(
 ) -> Result<Outcome> {
     let next = Arc::new(AtomicUsize::new(0));
     let numbers = Arc::new(numbers.to_vec());
-    let tokens = Arc::new(tokens.to_vec());
-    let body = serde_json::json!({ "reason": crate::seed::REASON });
+    let target = Target::parse(base_url, tokens)?;
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connections.push(target.connect().await?);
+    }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (next, numbers, tokens) = (next.clone(), numbers.clone(), tokens.clone());
-        let (http, base_url, body) = (http.clone(), base_url.to_owned(), body.clone());
+    for mut connection in connections {
+        let (next, numbers, target) = (next.clone(), numbers.clone(), target.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = histogram()?;
             loop {
@@ -76,24 +86,14 @@ pub async fn file_requests(
                 let Some(number) = numbers.get(i) else {
                     return Ok::<_, anyhow::Error>(latencies);
                 };
-                let url = format!(
-                    "{base_url}/api/v1/phone-numbers/{}/request-release",
-                    number.id
-                );
+                let request = target.filing(number)?;
                 let sent = Instant::now();
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&tokens[number.account])
-                    .json(&body)
-                    .send()
-                    .await?;
-                let status = response.status();
-                let text = response.bytes().await?;
+                let (status, body) = connection.send(request).await?;
                 let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                if status != reqwest::StatusCode::CREATED {
+                if status != http::StatusCode::CREATED {
                     bail!(
                         "filing answered {status}: {}",
-                        String::from_utf8_lossy(&text)
+                        String::from_utf8_lossy(&body)
                     );
                 }
                 latencies.saturating_record(took);
@@ -111,6 +111,93 @@ pub async fn file_requests(
         latencies,
     })
 }
+
+/// Where the filings go, and the parts of their requests made once.
+#[derive(Clone)]
+struct Target {
+    /// `host:port`, to connect to and for the `Host` header.
+    authority: Arc<str>,
+    /// Each account's `Authorization` header, by the index of its token.
+    authorizations: Arc<[HeaderValue]>,
+    body: Bytes,
+}
+
+impl Target {
+    fn parse(base_url: &str, tokens: &[String]) -> Result<Self> {
+        let url = reqwest::Url::parse(base_url).with_context(|| format!("parse {base_url}"))?;
+        let host = url.host_str().context("the service's URL has no host")?;
+        let port = url
+            .port_or_known_default()
+            .context("the service's URL has no port")?;
+        let authorizations = tokens
+            .iter()
+            .map(|token| HeaderValue::try_from(format!("Bearer {token}")))
+            .collect::<Result<Arc<[_]>, _>>()
+            .context("a token is not a header value")?;
+        let body = serde_json::to_vec(&serde_json::json!({ "reason": crate::seed::REASON }))?;
+        Ok(Self {
+            authority: format!("{host}:{port}").into(),
+            authorizations,
+            body: body.into(),
+        })
+    }
+
+    async fn connect(&self) -> Result<Connection> {
+        let stream = tokio::net::TcpStream::connect(&*self.authority)
+            .await
+            .with_context(|| format!("connect to {}", self.authority))?;
+        stream.set_nodelay(true)?;
+        let (sender, driver) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .context("HTTP/1.1 handshake")?;
+        // Ends when the connection closes (its sender dropped, or the server).
+        tokio::spawn(driver);
+        Ok(Connection { sender })
+    }
+
+    fn filing(&self, number: &crate::seed::SeededNumber) -> Result<http::Request<Full<Bytes>>> {
+        let path = format!("/api/v1/phone-numbers/{}/request-release", number.id);
+        let authorization = self
+            .authorizations
+            .get(number.account)
+            .context("a number of an account without a token")?;
+        http::Request::post(path)
+            .header(header::HOST, &*self.authority)
+            .header(header::AUTHORIZATION, authorization.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(self.body.clone()))
+            .context("build a filing request")
+    }
+}
+
+/// One client's keep-alive connection.
+struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    /// Sends `request` and reads the whole answer, within [`REQUEST_TIMEOUT`].
+    async fn send(
+        &mut self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<(http::StatusCode, Bytes)> {
+        let exchange = async {
+            self.sender.ready().await?;
+            let response = self.sender.send_request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .context("no answer within the timeout")?
+            .context("a filing's exchange failed")
+    }
+}
+
+/// How long a request may take before the run counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// GETs `url` `samples` times in a row (after a few warm-up calls); every answer
 /// must be 200. Returns the parsed last body and the latencies.

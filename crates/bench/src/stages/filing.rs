@@ -47,7 +47,7 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
     let base = serve.url("");
     let idle = serve.peak_rss_mib()?;
     let http = load::client(64)?;
-    load::file_requests(&http, &base, warmup_numbers, &fixture.tokens, 4).await?;
+    load::file_requests(&base, warmup_numbers, &fixture.tokens, 4).await?;
     emails_sent(&pool).await?;
 
     let level = Level {
@@ -89,7 +89,7 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
         let (warmup_numbers, slice) = alone_numbers.split_at(warmup);
         let api = Service::start(&ctx.binary, Role::Api, &vars, fresh.path()).await?;
         let api_base = api.url("");
-        load::file_requests(&http, &api_base, warmup_numbers, &fixture.tokens, 4).await?;
+        load::file_requests(&api_base, warmup_numbers, &fixture.tokens, 4).await?;
         eprintln!("  {label}: filing {per_level} requests with {clients} clients, api alone");
         let name = format!("{clients} clients, {API_ALONE}");
         level
@@ -138,7 +138,7 @@ impl Level<'_> {
         let base = service.url("");
         let before = cpu::sample(&[service.pid]);
         let groups_before = Groups::scrape(self.http, &base).await?;
-        let outcome = load::file_requests(self.http, &base, numbers, self.tokens, clients).await?;
+        let outcome = load::file_requests(&base, numbers, self.tokens, clients).await?;
         if let Some(pool) = emails_of {
             emails_sent(pool).await?;
         }
