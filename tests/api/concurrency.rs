@@ -313,12 +313,8 @@ async fn sqlite_checkpoints_run_in_the_background() {
     }
 }
 
-/// SQLite's write-ahead log file does not keep the size of its largest burst:
-/// once the log has been copied and a write starts it over, that commit cuts
-/// the file back to `WAL_SIZE_LIMIT`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_write_ahead_log_gives_the_disk_back_after_a_burst() {
-    let app = TestApp::sqlite().await;
+/// A SQLite app's pool, and the path of its database's write-ahead log file.
+async fn sqlite_pool_and_log(app: &TestApp) -> (&sqlx::SqlitePool, std::path::PathBuf) {
     let releasedesk_store::Pool::Sqlite(pool) = app.store.pool() else {
         panic!("a SQLite app without a SQLite pool");
     };
@@ -327,7 +323,16 @@ async fn sqlite_write_ahead_log_gives_the_disk_back_after_a_burst() {
             .fetch_one(pool)
             .await
             .unwrap();
-    let wal = format!("{file}-wal");
+    (pool, format!("{file}-wal").into())
+}
+
+/// SQLite's write-ahead log file does not keep the size of its largest burst:
+/// once the log has been copied and a write starts it over, that commit cuts
+/// the file back to `WAL_SIZE_LIMIT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_write_ahead_log_gives_the_disk_back_after_a_burst() {
+    let app = TestApp::sqlite().await;
+    let (pool, wal) = sqlite_pool_and_log(&app).await;
     let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
     let limit = releasedesk_store::WAL_SIZE_LIMIT;
 
@@ -370,15 +375,7 @@ async fn sqlite_write_ahead_log_gives_the_disk_back_after_a_burst() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_sqlite_store_leaves_no_write_ahead_log_behind() {
     let app = TestApp::sqlite().await;
-    let releasedesk_store::Pool::Sqlite(pool) = app.store.pool() else {
-        panic!("a SQLite app without a SQLite pool");
-    };
-    let file: String =
-        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    let wal = std::path::PathBuf::from(format!("{file}-wal"));
+    let (_, wal) = sqlite_pool_and_log(&app).await;
     // A filing: written on the writer's own connection.
     let acme = app.customer().await;
     let number = app.number(&acme).await;

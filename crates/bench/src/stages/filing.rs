@@ -46,7 +46,8 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
     let serve = Service::start(&ctx.binary, Role::Serve, &vars, fresh.path()).await?;
     let base = serve.url("");
     let idle = serve.peak_rss_mib()?;
-    let http = load::client(64)?;
+    // For the metrics between levels; the load has connections of its own.
+    let http = load::client(1)?;
     load::file_requests(&base, warmup_numbers, &fixture.tokens, 4).await?;
     emails_sent(&pool).await?;
 
