@@ -205,9 +205,11 @@ async fn run(args: Args) -> Result<ExitCode> {
         binary.display()
     );
     let mut plan = Plan::of(args.size);
-    if let Some(filings) = args.filings {
-        plan.filings = filings as usize;
-    }
+    // Said beside the table: the rates are of levels of another length.
+    let longer_levels = args.filings.map(|filings| {
+        let usual = std::mem::replace(&mut plan.filings, filings as usize);
+        format!("{filings} filings per client level (--filings), not the size's {usual}")
+    });
     let ctx = Ctx {
         plan,
         binary,
@@ -237,10 +239,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     if let Some(remark) = &args.remark {
         report.notes.insert(0, remark.clone());
     }
-    if let Some(filings) = args.filings {
-        let usual = Plan::of(args.size).filings;
-        let note =
-            format!("{filings} filings per client level (--filings), not the size's {usual}");
+    if let Some(note) = longer_levels {
         report.notes.insert(0, note);
     }
     let size = format!("{:?}", args.size).to_lowercase();
