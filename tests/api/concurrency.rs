@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use releasedesk_domain::Reason;
-use releasedesk_store::{Actor, FILING_BATCH_METRIC, TOKEN_LOOKUP_BATCH_METRIC, TokenRef};
+use releasedesk_domain::{DomainError, Reason};
+use releasedesk_store::{
+    Actor, FILING_BATCH_METRIC, StoreError, TOKEN_LOOKUP_BATCH_METRIC, TokenRef,
+};
 use releasedesk_tests::{TestApp, assert_error, backend_tests, eventually};
 use reqwest::StatusCode;
 use uuid::Uuid;
@@ -99,6 +101,71 @@ fn assert_filed_once(a: &(StatusCode, serde_json::Value), b: &(StatusCode, serde
         [StatusCode::CREATED, StatusCode::CONFLICT],
         "{a:?} {b:?}"
     );
+}
+
+/// Two processes file one number at the same moment, each a group of one: both
+/// reads find the number free, both INSERTs wait on the held table, and the
+/// later one meets the unique index on open requests. That is the number's open
+/// request (`RELEASE_ALREADY_PENDING`), not a failure of the database: the
+/// refusal is told by the index the violation names, since a filing's other
+/// unique keys (ids, the emails' dedup keys) are new and never collide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_that_loses_its_insert_to_another_process_is_refused_as_pending() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    let acme = app.customer().await;
+    let contested = app.number(&acme).await;
+    let other_process = releasedesk::open_store(&app.settings).await.unwrap();
+    let waiting_inserts = "SELECT COUNT(*) FROM pg_stat_activity \
+        WHERE datname = current_database() AND wait_event_type = 'Lock' \
+        AND query LIKE 'WITH requests AS%'";
+
+    let hold = app.hold_writes_to("release_requests").await;
+    let here = app.request_release(&acme, contested, "Filed through this process.");
+    let there = async {
+        eventually(
+            "this process's INSERT to wait on the held table",
+            Duration::from_secs(10),
+            async || (app.count(waiting_inserts).await >= 1).then_some(()),
+        )
+        .await;
+        let reason = Reason::parse("Filed through the other process.").unwrap();
+        let actor = Actor::Customer(acme.account_id);
+        other_process
+            .file_request(acme.account_id, contested, reason, actor)
+            .await
+    };
+    let release = async {
+        eventually(
+            "both processes' INSERTs to wait on the held table",
+            Duration::from_secs(10),
+            async || (app.count(waiting_inserts).await == 2).then_some(()),
+        )
+        .await;
+        hold.release().await;
+    };
+    let ((status, body), there, ()) = tokio::join!(here, there, release);
+
+    // Both INSERTs go on together once the table is free: either may lose.
+    let refused_there = matches!(
+        there,
+        Err(StoreError::Domain(DomainError::ReleaseAlreadyPending))
+    );
+    match status {
+        StatusCode::CREATED => assert!(refused_there, "{there:?}"),
+        _ => {
+            assert_error(
+                status,
+                &body,
+                StatusCode::CONFLICT,
+                "RELEASE_ALREADY_PENDING",
+            );
+            assert!(there.is_ok(), "{there:?}");
+        }
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM release_requests").await, 1);
+    other_process.close().await;
 }
 
 /// PostgreSQL plans each statement for its parameters on the store's

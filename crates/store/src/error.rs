@@ -78,10 +78,10 @@ pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
     )
 }
 
-/// Whether an error of a statement run on sqlx directly is a unique-constraint
-/// violation.
-pub(crate) fn is_sqlx_unique_violation(error: &sqlx::Error) -> bool {
+/// Whether an error of a statement run on sqlx directly is a violation of the
+/// unique index or constraint `name`.
+pub(crate) fn is_sqlx_unique_violation_of(error: &sqlx::Error, name: &str) -> bool {
     error
         .as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
+        .is_some_and(|e| e.is_unique_violation() && e.constraint() == Some(name))
 }

@@ -34,7 +34,7 @@ use crate::{
     entity::{
         account, agent, agent_number, api_token, phone_number, release_event, release_request,
     },
-    error::{is_sqlx_unique_violation, is_unique_violation},
+    error::{is_sqlx_unique_violation_of, is_unique_violation},
     events,
     group::Group,
     numbers::{agents_using, parse_status},
@@ -47,6 +47,10 @@ pub(crate) const SESSIONS: u32 = 2;
 
 /// The metric with the number of filings per write transaction.
 pub const FILING_BATCH_METRIC: &str = "releasedesk_filing_batch_size";
+
+/// The unique partial index of open requests: a filing that meets it lost a
+/// race for its number.
+const OPEN_PER_NUMBER: &str = "release_requests_one_open_per_number";
 
 /// Open requests, as the unique partial index
 /// `release_requests_one_open_per_number` has them (qualified: the statement
@@ -222,23 +226,18 @@ impl Store {
         }
         let emails = outbox::NewEmails::new(decided.emails, now(), self.email_claim());
         let columns = FilingColumns::in_number_order(&mut decided.accepted);
-        let inserted = emails
+        emails
             .bind(columns.bind(sqlx::query(INSERT_FILINGS)))
-            .fetch_all(&sessions.pool)
+            .execute(&sessions.pool)
             .await
             .map_err(|e| {
-                if is_sqlx_unique_violation(&e) {
+                if is_sqlx_unique_violation_of(&e, OPEN_PER_NUMBER) {
                     DomainError::ReleaseAlreadyPending.into()
                 } else {
                     StoreError::from_sqlx(e)
                 }
             })?;
-        let inserted = inserted
-            .iter()
-            .map(|row| sqlx::Row::try_get::<Uuid, _>(row, 0))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::from_sqlx)?;
-        Ok(self.filed(decided.outcomes, emails.written(inserted)))
+        Ok(self.filed(decided.outcomes, emails.written_all()))
     }
 
     /// The answers of a written group, after handing its claimed emails over.
@@ -457,9 +456,12 @@ const REQUESTED: &str = "requested";
 /// A group's requests, their events and their emails in one statement, each
 /// column one array parameter (see [`FilingColumns`] and
 /// [`outbox::NewEmails`] for the order). Columns left out are NULL, as
-/// [`request_row`] writes them. Returns the ids of the emails written: those
-/// whose dedup key existed are skipped, as `queue_emails` skips them. Public
-/// for the benchmark, which has PostgreSQL run it without `serve`.
+/// [`request_row`] writes them. A plain INSERT of the emails, not `ON CONFLICT
+/// (dedup_key) DO NOTHING` as `queue_emails` writes: a filing's dedup keys
+/// begin with the id of its new event, so none can exist, and a speculative
+/// insertion costs PostgreSQL a lock and a confirmation per row (~15% of its CPU
+/// per filing, docs/BENCHMARKS.md). Public for the benchmark, which has
+/// PostgreSQL run it without `serve`.
 pub const INSERT_FILINGS: &str = "\
 WITH requests AS (
     INSERT INTO release_requests (id, account_id, phone_number_id, phone_number, reason,
@@ -481,9 +483,7 @@ INSERT INTO outbox (id, kind, topic, recipient, payload, dedup_key, status, atte
     next_attempt_at, created_at)
 SELECT id, 'email', topic, recipient, payload::json, dedup_key, $17, $18, $19, $20
 FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[])
-    AS o (id, topic, recipient, payload, dedup_key)
-ON CONFLICT (dedup_key) DO NOTHING
-RETURNING id";
+    AS o (id, topic, recipient, payload, dedup_key)";
 
 /// The columns of [`INSERT_FILINGS`]'s requests and events, one array each.
 #[derive(Default)]

@@ -206,6 +206,15 @@ impl NewEmails {
         items
     }
 
+    /// The emails to hand to this process's dispatcher when every one was
+    /// written.
+    pub(crate) fn written_all(self) -> Vec<OutboxItem> {
+        match self.status {
+            OutboxStatus::Pending => Vec::new(),
+            _ => self.items,
+        }
+    }
+
     /// Binds the emails as the next nine parameters of a PostgreSQL statement
     /// that inserts them from arrays: ids, topics, recipients, payloads (JSON
     /// text), dedup keys, then the status, attempts, next attempt and creation
