@@ -36,20 +36,12 @@ async fn a_number_filed_in_two_groups_in_flight_is_filed_once() {
     for _ in 0..16 {
         fresh.push(app.number(&acme).await);
     }
-    let waiting_inserts = "SELECT COUNT(*) FROM pg_stat_activity \
-        WHERE datname = current_database() AND wait_event_type = 'Lock' \
-        AND query LIKE 'WITH requests AS%'";
 
     let hold = app.hold_writes_to("release_requests").await;
     let alone = app.request_release(&acme, contested, "Filed first, in a group of one.");
     let burst = async {
         // The group of one waits on the held table before the burst queues.
-        eventually(
-            "the group of one to wait on the held table",
-            Duration::from_secs(10),
-            async || (app.count(waiting_inserts).await >= 1).then_some(()),
-        )
-        .await;
+        filing_inserts_waiting(&app, 1, "the group of one").await;
         let mut targets = fresh.clone();
         targets.push(contested);
         join_all(targets.iter().map(|number| {
@@ -64,7 +56,7 @@ async fn a_number_filed_in_two_groups_in_flight_is_filed_once() {
     let release = async {
         let mut waiting = 0;
         for _ in 0..500 {
-            waiting = app.count(waiting_inserts).await;
+            waiting = app.count(WAITING_FILING_INSERTS).await;
             if waiting == 2 {
                 break;
             }
@@ -89,6 +81,21 @@ async fn a_number_filed_in_two_groups_in_flight_is_filed_once() {
         filed
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 2 * filed);
+}
+
+/// The filing INSERTs (`INSERT_FILINGS`) of this database waiting on a lock.
+const WAITING_FILING_INSERTS: &str = "SELECT COUNT(*) FROM pg_stat_activity \
+    WHERE datname = current_database() AND wait_event_type = 'Lock' \
+    AND query LIKE 'WITH requests AS%'";
+
+/// Waits until `n` filing INSERTs (`what`) wait on the held table.
+async fn filing_inserts_waiting(app: &TestApp, n: i64, what: &str) {
+    eventually(
+        &format!("{what} to wait on the held table"),
+        Duration::from_secs(10),
+        async || (app.count(WAITING_FILING_INSERTS).await >= n).then_some(()),
+    )
+    .await;
 }
 
 /// Of two filings for one number, one was filed (201) and the other refused
@@ -117,19 +124,11 @@ async fn a_filing_that_loses_its_insert_to_another_process_is_refused_as_pending
     let acme = app.customer().await;
     let contested = app.number(&acme).await;
     let other_process = releasedesk::open_store(&app.settings).await.unwrap();
-    let waiting_inserts = "SELECT COUNT(*) FROM pg_stat_activity \
-        WHERE datname = current_database() AND wait_event_type = 'Lock' \
-        AND query LIKE 'WITH requests AS%'";
 
     let hold = app.hold_writes_to("release_requests").await;
     let here = app.request_release(&acme, contested, "Filed through this process.");
     let there = async {
-        eventually(
-            "this process's INSERT to wait on the held table",
-            Duration::from_secs(10),
-            async || (app.count(waiting_inserts).await >= 1).then_some(()),
-        )
-        .await;
+        filing_inserts_waiting(&app, 1, "this process's INSERT").await;
         let reason = Reason::parse("Filed through the other process.").unwrap();
         let actor = Actor::Customer(acme.account_id);
         other_process
@@ -137,12 +136,7 @@ async fn a_filing_that_loses_its_insert_to_another_process_is_refused_as_pending
             .await
     };
     let release = async {
-        eventually(
-            "both processes' INSERTs to wait on the held table",
-            Duration::from_secs(10),
-            async || (app.count(waiting_inserts).await == 2).then_some(()),
-        )
-        .await;
+        filing_inserts_waiting(&app, 2, "both processes' INSERTs").await;
         hold.release().await;
     };
     let ((status, body), there, ()) = tokio::join!(here, there, release);

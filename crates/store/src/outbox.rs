@@ -197,17 +197,14 @@ impl NewEmails {
     /// The emails to hand to this process's dispatcher, given the ids the
     /// insert wrote: the claimed ones written (none when written pending).
     pub(crate) fn written(self, inserted: impl IntoIterator<Item = Uuid>) -> Vec<OutboxItem> {
-        if self.status == OutboxStatus::Pending {
-            return Vec::new();
-        }
         let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-        let mut items = self.items;
+        let mut items = self.written_all();
         items.retain(|item| inserted.contains(&item.id));
         items
     }
 
-    /// The emails to hand to this process's dispatcher when every one was
-    /// written.
+    /// The emails to hand to this process's dispatcher when the insert wrote
+    /// every one: the claimed ones (none when written pending).
     pub(crate) fn written_all(self) -> Vec<OutboxItem> {
         match self.status {
             OutboxStatus::Pending => Vec::new(),
