@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use releasedesk_domain::{DomainError, Reason};
 use releasedesk_store::{
-    Actor, FILING_BATCH_METRIC, StoreError, TOKEN_LOOKUP_BATCH_METRIC, TokenRef,
+    Actor, FILING_BATCH_METRIC, INSERT_FILINGS, StoreError, TOKEN_LOOKUP_BATCH_METRIC, TokenRef,
 };
 use releasedesk_tests::{TestApp, assert_error, backend_tests, eventually};
 use reqwest::StatusCode;
@@ -56,7 +56,7 @@ async fn a_number_filed_in_two_groups_in_flight_is_filed_once() {
     let release = async {
         let mut waiting = 0;
         for _ in 0..500 {
-            waiting = app.count(WAITING_FILING_INSERTS).await;
+            waiting = app.count(&waiting_filing_inserts()).await;
             if waiting == 2 {
                 break;
             }
@@ -83,17 +83,23 @@ async fn a_number_filed_in_two_groups_in_flight_is_filed_once() {
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 2 * filed);
 }
 
-/// The filing INSERTs (`INSERT_FILINGS`) of this database waiting on a lock.
-const WAITING_FILING_INSERTS: &str = "SELECT COUNT(*) FROM pg_stat_activity \
-    WHERE datname = current_database() AND wait_event_type = 'Lock' \
-    AND query LIKE 'WITH requests AS%'";
+/// Counts the filing statements (`INSERT_FILINGS`) of this database waiting on
+/// a lock.
+fn waiting_filing_inserts() -> String {
+    let first_line = INSERT_FILINGS.lines().next().unwrap_or_default();
+    format!(
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock' \
+         AND query LIKE '{first_line}%'"
+    )
+}
 
 /// Waits until `n` filing INSERTs (`what`) wait on the held table.
 async fn filing_inserts_waiting(app: &TestApp, n: i64, what: &str) {
     eventually(
         &format!("{what} to wait on the held table"),
         Duration::from_secs(10),
-        async || (app.count(WAITING_FILING_INSERTS).await >= n).then_some(()),
+        async || (app.count(&waiting_filing_inserts()).await >= n).then_some(()),
     )
     .await;
 }

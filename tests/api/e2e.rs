@@ -108,14 +108,12 @@ impl World {
     async fn customer(&self) -> Customer {
         let n = self.next();
         let email = format!("customer{n}@example.com");
-        let account = self
-            .store
-            .create_account(&format!("Customer {n}"), &email)
-            .await
-            .unwrap();
+        let name = format!("Customer {n}");
+        let account = self.store.create_account(&name, &email).await.unwrap();
         let token = self.store.create_token(account.id).await.unwrap().token;
         Customer {
             account_id: account.id,
+            name,
             email,
             token,
         }

@@ -1,4 +1,5 @@
 use chrono::{TimeDelta, Utc};
+use releasedesk_store::Actor;
 use releasedesk_tests::{TestApp, assert_error, backend_tests};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -14,6 +15,7 @@ backend_tests!(
     cancel_then_request_again_is_201,
     cancelling_twice_is_409_request_not_pending,
     filing_writes_the_timeline_and_queues_both_emails_in_one_go,
+    a_filings_rows_hold_what_its_answer_says_for_a_customer_and_for_staff,
     request_detail_shows_the_timeline,
     early_termination_fee_applies_inside_the_minimum_term,
     unknown_number_is_404,
@@ -241,6 +243,90 @@ async fn filing_writes_the_timeline_and_queues_both_emails_in_one_go(app: TestAp
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 2);
     assert_eq!(app.count("SELECT COUNT(*) FROM release_events").await, 1);
+}
+
+/// PostgreSQL makes a filing's fee, emails and actor in SQL, SQLite in Rust:
+/// on both, the rows hold what the answer says, byte for byte where the
+/// emails render them.
+async fn a_filings_rows_hold_what_its_answer_says_for_a_customer_and_for_staff(app: TestApp) {
+    let acme = app.customer().await;
+    let staff = app.reviewer("Robin").await;
+    let bought_lately = app
+        .number_bought_at(&acme, Utc::now() - TimeDelta::days(30))
+        .await;
+    let bought_long_ago = app
+        .number_bought_at(&acme, Utc::now() - TimeDelta::days(91))
+        .await;
+    let by_customer = app.file_request(&acme, bought_lately).await;
+    let reason = releasedesk_domain::Reason::parse("Filed by support for the customer.").unwrap();
+    let by_staff = app
+        .store
+        .file_request(
+            acme.account_id,
+            bought_long_ago,
+            reason,
+            Actor::Staff(staff.id),
+        )
+        .await
+        .unwrap();
+    let by_staff = serde_json::to_value(by_staff).unwrap();
+    assert_eq!(by_customer["early_termination_fee"], "25.00");
+    assert_eq!(by_staff["early_termination_fee"], "0.00");
+
+    let emails = app
+        .store
+        .claim_outbox("email", 10, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(emails.len(), 4, "{emails:?}");
+    for (filed, actor) in [
+        (&by_customer, format!("customer:{}", acme.account_id)),
+        (&by_staff, format!("staff:{}", staff.id)),
+    ] {
+        let id = filed["id"].as_str().unwrap();
+        let payload = json!({
+            "account_name": acme.name,
+            "currency": "USD",
+            "early_termination_fee": filed["early_termination_fee"],
+            "phone_number": filed["phone_number"],
+            "reason": filed["reason"],
+            "request_id": id,
+            "requested_at": filed["requested_at"],
+        });
+        let mine: Vec<_> = emails
+            .iter()
+            .filter(|email| email.payload["request_id"] == id)
+            .collect();
+        let recipients: Vec<_> = mine
+            .iter()
+            .map(|email| (email.topic.as_str(), email.recipient.as_deref()))
+            .collect();
+        assert_eq!(recipients.len(), 2, "{emails:?}");
+        assert!(recipients.contains(&("request_filed", Some(acme.email.as_str()))));
+        assert!(recipients.contains(&("staff_new_request", Some("support@localhost"))));
+        let event = mine[0].dedup_key.split(':').next().unwrap();
+        for email in &mine {
+            assert_eq!(email.payload, payload);
+            let recipient = email.recipient.as_deref().unwrap();
+            assert_eq!(
+                email.dedup_key,
+                format!("{event}:{}:{recipient}", email.topic)
+            );
+        }
+        let requested = format!(
+            "SELECT COUNT(*) FROM release_requests r JOIN release_events e ON e.request_id = r.id \
+             WHERE r.phone_number = '{}' AND r.requested_by = '{actor}' AND e.actor = '{actor}' \
+             AND e.kind = 'requested' AND r.early_termination_fee_minor = {}",
+            filed["phone_number"].as_str().unwrap(),
+            if filed["early_termination_fee"] == "25.00" {
+                2500
+            } else {
+                0
+            }
+        );
+        assert_eq!(app.count(&requested).await, 1, "{requested}");
+        assert_eq!(uuid::Uuid::parse_str(event).unwrap().get_version_num(), 7);
+    }
 }
 
 async fn request_detail_shows_the_timeline(app: TestApp) {

@@ -54,6 +54,7 @@ macro_rules! backend_tests {
 #[derive(Debug, Clone)]
 pub struct Customer {
     pub account_id: Uuid,
+    pub name: String,
     pub email: String,
     pub token: String,
 }
@@ -140,9 +141,10 @@ impl TestApp {
     pub async fn customer(&self) -> Customer {
         let n = self.next_number.fetch_add(1, Ordering::Relaxed);
         let email = format!("customer{n}@example.com");
+        let name = format!("Customer {n}");
         let account = self
             .store
-            .create_account(&format!("Customer {n}"), &email)
+            .create_account(&name, &email)
             .await
             .expect("account");
         let token = self
@@ -153,6 +155,7 @@ impl TestApp {
             .token;
         Customer {
             account_id: account.id,
+            name,
             email,
             token,
         }

@@ -36,11 +36,18 @@ fn whole_days(duration: Duration) -> u64 {
 impl ReleasePolicy {
     /// The fee owed when a number bought at `purchased_at` is released at `at`.
     pub fn early_termination_fee(&self, purchased_at: DateTime<Utc>, at: DateTime<Utc>) -> Money {
-        let term_ends = purchased_at.checked_add_signed(delta(self.minimum_term));
-        match term_ends {
-            Some(end) if at < end => self.early_termination_fee,
-            _ => Money::ZERO,
+        match self.term_cutoff(at) {
+            Some(cutoff) if purchased_at <= cutoff => Money::ZERO,
+            _ => self.early_termination_fee,
         }
+    }
+
+    /// The last purchase time that has served the minimum term at `at`:
+    /// numbers bought after it owe the fee when released at `at`. `None`
+    /// when the term reaches back beyond the earliest time there is (every
+    /// number owes it).
+    pub fn term_cutoff(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        at.checked_sub_signed(delta(self.minimum_term))
     }
 
     /// Deadlines for a release executed at `released_at`. A number cannot be
@@ -113,6 +120,21 @@ mod tests {
         assert_eq!(
             p.early_termination_fee(bought, at("2027-01-01T00:00:00Z")),
             Money::ZERO
+        );
+    }
+
+    #[test]
+    fn a_term_longer_than_time_itself_always_costs_the_fee() {
+        let p = ReleasePolicy {
+            minimum_term: Duration::MAX,
+            ..policy()
+        };
+        let now = at("2026-01-01T00:00:00Z");
+        assert_eq!(p.term_cutoff(now), None);
+        assert_eq!(
+            p.early_termination_fee(at("1970-01-01T00:00:00Z"), now)
+                .to_string(),
+            "25.00"
         );
     }
 

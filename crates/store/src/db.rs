@@ -169,8 +169,8 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
 ///
 /// They plan each statement once (`plan_cache_mode = force_generic_plan`),
 /// where the pool's plan every statement ([`connect`]): a filing group's
-/// statements (its read, [`crate::INSERT_FILINGS`], the foreign-key checks of
-/// the rows that inserts) run thousands of times a second with the same text,
+/// statements ([`crate::INSERT_FILINGS`], the foreign-key checks of the rows
+/// it inserts) run thousands of times a second with the same text,
 /// and planning them each time cost about 40% of PostgreSQL's CPU per filing
 /// (docs/BENCHMARKS.md). Not PostgreSQL's `auto`, which weighs the generic
 /// plan against the average of the custom plans so far at every run: after a

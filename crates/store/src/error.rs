@@ -2,7 +2,7 @@ use releasedesk_domain::DomainError;
 use sea_orm::{DbErr, RuntimeErr};
 
 /// What an operation can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A business rule said no; maps one-to-one to a contract error code.
     #[error(transparent)]

@@ -2,26 +2,32 @@
 //!
 //! A filing is a write transaction of several statements (the number, its
 //! agents, the request, its timeline event, two emails). The filing writer
-//! writes every filing waiting with one read (a second only when a number is
-//! in use) and three multi-row INSERTs in one transaction, however many it
-//! holds. Each filing gets the answer it would have got alone, in queue order:
-//! a number filed twice in one group is filed once, the second gets
-//! `RELEASE_ALREADY_PENDING`. On PostgreSQL a second group is written beside
-//! the first once a full one waits (see [`Filings::in_flight`]).
+//! writes every filing waiting with a fixed number of statements, however
+//! many it holds: on SQLite one read (a second only when a number is in use)
+//! and three multi-row INSERTs in one transaction; on PostgreSQL one statement
+//! that checks and writes them all ([`INSERT_FILINGS`]), and a read only of
+//! the filings it refused, to say why. Each filing gets the answer it would
+//! have got alone, in queue order: a number filed twice in one group is filed
+//! once, the second gets `RELEASE_ALREADY_PENDING`. On PostgreSQL a second
+//! group is written beside the first once a full one waits (see
+//! [`Filings::in_flight`]).
 //!
 //! A customer's filing over the API brings its bearer token unchecked, and the
-//! group's read checks it along with the numbers
+//! group's statements check it along with the numbers
 //! ([`Store::file_request_with_token`]): the request then costs no look-up of
 //! its own before it joins a group.
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::Datelike;
 use chrono::{DateTime, Utc};
-use releasedesk_domain::{DomainError, InUseAgent, NumberStatus, Reason, RequestStatus, time::now};
+use releasedesk_domain::{
+    DomainError, InUseAgent, Money, NumberStatus, Reason, ReleasePolicy, RequestStatus, time::now,
+};
 use sea_orm::{
     ActiveValue::Set,
-    Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, JoinType, QueryFilter,
-    QuerySelect, QueryTrait, Select,
+    Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, JoinType,
+    QueryFilter, QuerySelect, QueryTrait, Select,
     sea_query::{Expr, ExprTrait, Query},
 };
 use serde_json::json;
@@ -57,6 +63,15 @@ const OPEN_PER_NUMBER: &str = "release_requests_one_open_per_number";
 /// reads numbers, which have a status too).
 const OPEN: &str = "release_requests.status IN ('pending', 'approved', 'releasing')";
 
+/// The template of a filing's email to the account.
+const TO_CUSTOMER: &str = "request_filed";
+/// The template of a filing's email to staff.
+const TO_STAFF: &str = "staff_new_request";
+
+/// How often a filing [`INSERT_FILINGS`] left out but a read then found
+/// allowed is filed again (see [`Store::answer_left_out`]).
+const LEFT_OUT_ROUNDS: usize = 3;
+
 /// One filing, as the caller asked for it.
 pub(crate) struct Filing {
     filer: Filer,
@@ -68,7 +83,7 @@ pub(crate) struct Filing {
 enum Filer {
     /// Already known: the account the request is for, and who acts for it.
     Known { account_id: Uuid, actor: Actor },
-    /// The hash of a customer token, checked by the group's read: its account
+    /// The hash of a customer token, checked by the group's statements: its account
     /// files, as the customer.
     Token(String),
 }
@@ -128,7 +143,7 @@ impl Store {
     }
 
     /// Files a release request as the customer whose token `token` is, checking
-    /// the token in the filing group's own read (see the module's comment)
+    /// the token in the filing group's own statements (see the module's comment)
     /// rather than in a look-up first. The token is checked after the call
     /// began, as an up-front look-up would be, so a revocation committed
     /// before it is always seen. `Unauthenticated` if the token is not a
@@ -178,8 +193,9 @@ impl Store {
         filings: &[Filing],
     ) -> Result<Vec<Outcome>, StoreError> {
         let (txn, _turn) = begin_write(&self.shared.write_gate).await?;
-        let found = Found::read(&txn, filings).await?;
-        let mut decided = self.decide(filings, &found);
+        let filings: Vec<&Filing> = filings.iter().collect();
+        let found = Found::read(&txn, &filings).await?;
+        let mut decided = self.decide(&filings, &found);
         let mut claimed = Vec::new();
         if !decided.accepted.is_empty() {
             let requests = decided.accepted.iter().map(Accepted::request_row);
@@ -204,13 +220,15 @@ impl Store {
         Ok(self.filed(decided.outcomes, claimed))
     }
 
-    /// PostgreSQL: two round trips whatever the group's size, each one
-    /// statement of a fixed text (prepared once per session, its plan cached),
-    /// on the filing writer's own sessions: the read, then the requests, their
-    /// events and their emails in one statement, which commits on its own.
-    /// Under READ COMMITTED a transaction around the two would protect nothing
-    /// more: the read takes no locks either way, and the unique index on open
-    /// requests decides races.
+    /// PostgreSQL: one round trip whatever the group's size, on the filing
+    /// writer's own sessions: [`INSERT_FILINGS`] checks every filing and
+    /// writes those that pass (requests, events, emails) in one statement of a
+    /// fixed text (prepared once per session, its plan cached), which commits
+    /// on its own. The filings it leaves out were refused, and only they are
+    /// read, to say why ([`Store::answer_left_out`]). Under READ COMMITTED the
+    /// checks take no locks; the unique index on open requests decides races
+    /// (the statement fails as a whole and the group is retried one filing at
+    /// a time).
     async fn file_in_one_statement(
         &self,
         sessions: &KeyedSessions,
@@ -219,16 +237,121 @@ impl Store {
         // Taken for its place, not its connection: background writers (the
         // emails' bookkeeping) wait while the group is written.
         let _turn = self.shared.write_gate.turn().await;
-        let found = Found::read(&sessions.db, filings).await?;
-        let mut decided = self.decide(filings, &found);
-        if decided.accepted.is_empty() {
-            return Ok(decided.outcomes);
+        let all: Vec<&Filing> = filings.iter().collect();
+        // Nothing is written unless this succeeds: an error is the group's.
+        let written = self.insert_checked(sessions, &all).await?;
+        let mut claimed = written.claimed;
+        let mut outcomes: Vec<Option<Outcome>> = written
+            .filed
+            .into_iter()
+            .map(|filed| filed.map(Ok))
+            .collect();
+        let left_out: Vec<usize> = (0..filings.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        if !left_out.is_empty() {
+            let answers = self
+                .answer_left_out(sessions, filings, left_out, &mut claimed)
+                .await;
+            for (i, answer) in answers {
+                outcomes[i] = Some(answer);
+            }
         }
-        let emails = outbox::NewEmails::new(decided.emails, now(), self.email_claim());
-        let columns = FilingColumns::in_number_order(&mut decided.accepted);
-        emails
-            .bind(columns.bind(sqlx::query(INSERT_FILINGS)))
-            .execute(&sessions.pool)
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    Err(StoreError::Corrupt("a filing was left unanswered".into()))
+                })
+            })
+            .collect();
+        Ok(self.filed(outcomes, claimed))
+    }
+
+    /// Answers the filings [`INSERT_FILINGS`] left out, after the group's
+    /// statement committed (so every error is the filing's own, never the
+    /// group's): each is decided as [`Store::file_in_one_transaction`] decides
+    /// it, from one read of them all. One that now passes (its number changed
+    /// between the two statements) is filed again alone, at most
+    /// [`LEFT_OUT_ROUNDS`] times; after that it is `Unavailable`, to be
+    /// retried.
+    async fn answer_left_out(
+        &self,
+        sessions: &KeyedSessions,
+        filings: &[Filing],
+        mut left: Vec<usize>,
+        claimed: &mut Vec<outbox::OutboxItem>,
+    ) -> Vec<(usize, Outcome)> {
+        let mut answers = Vec::with_capacity(left.len());
+        for _ in 0..LEFT_OUT_ROUNDS {
+            if left.is_empty() {
+                break;
+            }
+            let these: Vec<&Filing> = left.iter().map(|&i| &filings[i]).collect();
+            let found = match Found::read(&sessions.db, &these).await {
+                Ok(found) => found,
+                Err(error) => {
+                    answers.extend(left.drain(..).map(|i| (i, Err(error.clone()))));
+                    break;
+                }
+            };
+            let decided = self.decide(&these, &found);
+            let mut again = Vec::new();
+            for (i, outcome) in left.drain(..).zip(decided.outcomes) {
+                match outcome {
+                    Err(refusal) => answers.push((i, Err(refusal))),
+                    Ok(_) => again.push(i),
+                }
+            }
+            for i in again {
+                match self.insert_checked(sessions, &[&filings[i]]).await {
+                    Ok(written) => match written.filed.into_iter().next().flatten() {
+                        Some(filed) => {
+                            claimed.extend(written.claimed);
+                            answers.push((i, Ok(filed)));
+                        }
+                        None => left.push(i),
+                    },
+                    Err(error) => answers.push((i, Err(error))),
+                }
+            }
+        }
+        answers.extend(left.into_iter().map(|i| {
+            let changing = DbErr::Custom("the number changed while it was filed".into());
+            (i, Err(StoreError::Unavailable(changing)))
+        }));
+        answers
+    }
+
+    /// Runs [`INSERT_FILINGS`] for `filings`: each one's answer if it was
+    /// written (`None` if the statement left it out), and the emails written
+    /// claimed for this process's dispatcher.
+    async fn insert_checked(
+        &self,
+        sessions: &KeyedSessions,
+        filings: &[&Filing],
+    ) -> Result<Written, StoreError> {
+        let policy = self.policy();
+        let staff_email = self.shared.settings.staff_email.as_str();
+        let delivery = outbox::Delivery::new(now(), self.email_claim());
+        let columns = filings
+            .iter()
+            .fold(FilingColumns::default(), |columns, filing| {
+                columns.with(filing, policy)
+            });
+        let fee = policy.early_termination_fee;
+        let query = columns
+            .bind(sqlx::query(INSERT_FILINGS))
+            .bind(fee.minor())
+            .bind(json!(fee).to_string())
+            .bind(json!(Money::ZERO).to_string())
+            .bind(policy.currency.as_str())
+            .bind(TO_CUSTOMER)
+            .bind(TO_STAFF)
+            .bind(staff_email);
+        let rows = delivery
+            .bind(query)
+            .fetch_all(&sessions.pool)
             .await
             .map_err(|e| {
                 if is_sqlx_unique_violation_of(&e, OPEN_PER_NUMBER) {
@@ -237,7 +360,48 @@ impl Store {
                     StoreError::from_sqlx(e)
                 }
             })?;
-        Ok(self.filed(decided.outcomes, emails.written_all()))
+        let mut written = Written {
+            filed: vec![None; filings.len()],
+            claimed: Vec::new(),
+        };
+        for row in &rows {
+            let row = WrittenRow::decode(row)?;
+            let i = usize::try_from(row.ord - 1)
+                .ok()
+                .filter(|&i| i < filings.len())
+                .ok_or_else(|| StoreError::Corrupt(format!("no filing {}", row.ord)))?;
+            let filed = FiledRequest {
+                id: columns.ids[i],
+                phone_number_id: columns.number_ids[i],
+                phone_number: row.e164,
+                reason: columns.reasons[i].clone(),
+                status: RequestStatus::Pending,
+                requested_at: columns.requested_at[i],
+                early_termination_fee: Money::from_minor(row.fee),
+                currency: policy.currency.clone(),
+            };
+            if delivery.hands_over() {
+                let payload: serde_json::Value = serde_json::from_str(&row.payload)
+                    .map_err(|e| StoreError::Corrupt(format!("a filing's email payload: {e}")))?;
+                let event_id = columns.event_ids[i];
+                written.claimed.push(delivery.item(
+                    columns.customer_email_ids[i],
+                    TO_CUSTOMER,
+                    &row.account_email,
+                    event_id,
+                    payload.clone(),
+                ));
+                written.claimed.push(delivery.item(
+                    columns.staff_email_ids[i],
+                    TO_STAFF,
+                    staff_email,
+                    event_id,
+                    payload,
+                ));
+            }
+            written.filed[i] = Some(filed);
+        }
+        Ok(written)
     }
 
     /// The answers of a written group, after handing its claimed emails over.
@@ -249,7 +413,7 @@ impl Store {
     }
 
     /// Each filing's answer, in order, and what the accepted ones write.
-    fn decide<'a>(&'a self, filings: &[Filing], found: &'a Found) -> Decided<'a> {
+    fn decide<'a>(&'a self, filings: &[&Filing], found: &'a Found) -> Decided<'a> {
         let staff_email = self.shared.settings.staff_email.as_str();
         let mut open: HashSet<Uuid> = found
             .numbers
@@ -329,8 +493,8 @@ impl Store {
                 "requested_at": at,
             });
             for (template, to) in [
-                ("request_filed", account_email.as_str()),
-                ("staff_new_request", staff_email),
+                (TO_CUSTOMER, account_email.as_str()),
+                (TO_STAFF, staff_email),
             ] {
                 decided.emails.push(Email {
                     template,
@@ -361,7 +525,7 @@ struct Found {
 }
 
 impl Found {
-    async fn read(db: &impl ConnectionTrait, filings: &[Filing]) -> Result<Self, StoreError> {
+    async fn read(db: &impl ConnectionTrait, filings: &[&Filing]) -> Result<Self, StoreError> {
         let number_ids: Vec<Uuid> = filings.iter().map(|f| f.number_id).collect();
         let hashes: Vec<String> = filings
             .iter()
@@ -453,94 +617,183 @@ impl Accepted {
 /// The kind of a filing's timeline event.
 const REQUESTED: &str = "requested";
 
-/// A group's requests, their events and their emails in one statement, each
-/// column one array parameter (see [`FilingColumns`] and
-/// [`outbox::NewEmails`] for the order). Columns left out are NULL, as
-/// [`request_row`] writes them. A plain INSERT of the emails, not `ON CONFLICT
-/// (dedup_key) DO NOTHING` as `queue_emails` writes: a filing's dedup keys
-/// begin with the id of its new event, so none can exist, and a speculative
-/// insertion costs PostgreSQL a lock and a confirmation per row (~15% of its CPU
-/// per filing, docs/BENCHMARKS.md). Public for the benchmark, which has
-/// PostgreSQL run it without `serve`.
+/// A group's filings checked and written in one statement (PostgreSQL), each
+/// filing's values one array parameter (see [`FilingColumns`]), the values
+/// they share after them. A filing is written if its number is active, its
+/// filer's (the account given, or a valid token of the number's owner), not
+/// used by an active agent, and without an open request: the checks of
+/// `candidates_select` and `Store::decide`, in SQL. Of several filings for one
+/// number the first that passes is written. The requests go in the order of
+/// their numbers, so two groups in flight (see [`Filings::in_flight`]) insert
+/// the numbers they share in the same order and never wait on each other in
+/// a cycle. The fee, the emails' payload and dedup keys are made here as
+/// `Store::decide` and `outbox::dedup_key` make them (a test compares the
+/// rows), and a customer's actor label as `Actor::label` makes it. The emails
+/// are a plain INSERT, not `ON CONFLICT (dedup_key) DO NOTHING` as
+/// `queue_emails` writes: their keys begin with the id of the new event, so
+/// none can exist, and a speculative insertion costs PostgreSQL a lock and a
+/// confirmation per row. Answers the written filings: their place in the
+/// arrays (from 1), number, fee, account email and payload. Public for the
+/// benchmark, which has PostgreSQL run it without `serve`.
 pub const INSERT_FILINGS: &str = "\
-WITH requests AS (
+WITH checked AS MATERIALIZED (
+    SELECT f.*, n.e164, n.status AS number_status, n.account_id AS owner,
+        a.name AS account_name, a.email AS account_email,
+        (f.fee_cutoff IS NULL OR n.purchased_at > f.fee_cutoff) AS owes,
+        f.account_id = n.account_id OR EXISTS (
+            SELECT 1 FROM api_tokens t WHERE t.token_hash = f.token_hash
+                AND t.account_id = n.account_id AND t.revoked_at IS NULL) AS filers,
+        EXISTS (
+            SELECT 1 FROM agent_numbers u JOIN agents g ON g.id = u.agent_id
+            WHERE u.phone_number_id = n.id AND g.active) AS in_use,
+        EXISTS (
+            SELECT 1 FROM release_requests r WHERE r.phone_number_id = n.id
+                AND CASE WHEN r.status IN ('pending', 'approved', 'releasing')
+                    THEN TRUE ELSE FALSE END) AS open
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+        $6::timestamptz[], $7::text[], $8::uuid[], $9::timestamptz[], $10::uuid[],
+        $11::uuid[], $12::uuid[], $13::text[])
+        WITH ORDINALITY AS f (id, number_id, account_id, token_hash, reason, requested_at,
+            requested_by, filed_by_staff_id, fee_cutoff, event_id, customer_email_id,
+            staff_email_id, requested_at_json, ord)
+    JOIN phone_numbers n ON n.id = f.number_id
+    JOIN accounts a ON a.id = n.account_id
+), passed AS (
+    SELECT DISTINCT ON (number_id) * FROM checked
+    WHERE number_status = 'active' AND filers AND NOT in_use AND NOT open
+    ORDER BY number_id, ord
+), filed AS (
+    SELECT passed.*,
+        CASE WHEN owes THEN $14::int8 ELSE 0 END AS fee,
+        COALESCE(requested_by, 'customer:' || owner) AS actor,
+        json_build_object('account_name', account_name, 'currency', $17::text,
+            'early_termination_fee', CASE WHEN owes THEN $15::json ELSE $16::json END,
+            'phone_number', e164, 'reason', reason, 'request_id', id,
+            'requested_at', requested_at_json::json) AS payload
+    FROM passed
+), requests AS (
     INSERT INTO release_requests (id, account_id, phone_number_id, phone_number, reason,
         status, requested_at, requested_by, filed_by_staff_id, early_termination_fee_minor,
         currency, version, updated_at, execution_attempts)
-    SELECT id, account_id, phone_number_id, phone_number, reason, 'pending', requested_at,
-        requested_by, filed_by_staff_id, fee, currency, 1, requested_at, 0
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-        $6::timestamptz[], $7::text[], $8::uuid[], $9::int8[], $10::text[])
-        AS r (id, account_id, phone_number_id, phone_number, reason, requested_at,
-            requested_by, filed_by_staff_id, fee, currency)
+    SELECT id, owner, number_id, e164, reason, 'pending', requested_at, actor,
+        filed_by_staff_id, fee, $17, 1, requested_at, 0
+    FROM filed ORDER BY number_id
 ), timeline AS (
     INSERT INTO release_events (id, request_id, at, kind, actor)
-    SELECT id, request_id, at, 'requested', actor
-    FROM unnest($11::uuid[], $1::uuid[], $6::timestamptz[], $7::text[])
-        AS e (id, request_id, at, actor)
+    SELECT event_id, id, requested_at, 'requested', actor FROM filed
+), emails AS (
+    INSERT INTO outbox (id, kind, topic, recipient, payload, dedup_key, status, attempts,
+        next_attempt_at, created_at)
+    SELECT e.id, 'email', e.topic, e.recipient, f.payload,
+        f.event_id || ':' || e.topic || ':' || e.recipient, $21, $22, $23, $24
+    FROM filed f CROSS JOIN LATERAL (VALUES
+        (f.customer_email_id, $18::text, f.account_email),
+        (f.staff_email_id, $19::text, $20::text)) AS e (id, topic, recipient)
 )
-INSERT INTO outbox (id, kind, topic, recipient, payload, dedup_key, status, attempts,
-    next_attempt_at, created_at)
-SELECT id, 'email', topic, recipient, payload::json, dedup_key, $17, $18, $19, $20
-FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[])
-    AS o (id, topic, recipient, payload, dedup_key)";
+SELECT ord, e164, fee, account_email, payload::text AS payload FROM filed";
 
-/// The columns of [`INSERT_FILINGS`]'s requests and events, one array each.
+/// The columns of [`INSERT_FILINGS`]'s filings, one array each (`$1` to `$13`).
 #[derive(Default)]
 struct FilingColumns {
     ids: Vec<Uuid>,
-    account_ids: Vec<Uuid>,
     number_ids: Vec<Uuid>,
-    numbers: Vec<String>,
+    /// The account, where the filer is known; its token's hash otherwise.
+    account_ids: Vec<Option<Uuid>>,
+    token_hashes: Vec<Option<String>>,
     reasons: Vec<String>,
     requested_at: Vec<DateTime<Utc>>,
-    requested_by: Vec<String>,
+    /// The actor's label, where the filer is known.
+    requested_by: Vec<Option<String>>,
     filed_by_staff: Vec<Option<Uuid>>,
-    fees: Vec<i64>,
-    currencies: Vec<String>,
+    /// See [`ReleasePolicy::term_cutoff`].
+    fee_cutoffs: Vec<Option<DateTime<Utc>>>,
     event_ids: Vec<Uuid>,
+    customer_email_ids: Vec<Uuid>,
+    staff_email_ids: Vec<Uuid>,
+    /// `requested_at` as the emails' payload has it.
+    requested_at_json: Vec<String>,
 }
 
 impl FilingColumns {
-    /// The columns of `accepted`, in the order of their numbers: two groups in
-    /// flight (see [`Filings::in_flight`]) then insert the numbers they share
-    /// in the same order, so their INSERTs never wait on each other in a cycle.
-    fn in_number_order(accepted: &mut [Accepted]) -> Self {
-        accepted.sort_unstable_by_key(|accepted| accepted.filed.phone_number_id);
-        accepted.iter().fold(Self::default(), Self::with)
-    }
-
-    fn with(mut self, accepted: &Accepted) -> Self {
-        let filed = &accepted.filed;
-        self.ids.push(filed.id);
-        self.account_ids.push(accepted.account_id);
-        self.number_ids.push(filed.phone_number_id);
-        self.numbers.push(filed.phone_number.clone());
-        self.reasons.push(filed.reason.clone());
-        self.requested_at.push(filed.requested_at);
-        self.requested_by.push(accepted.actor.label());
-        self.filed_by_staff.push(staff_of(accepted.actor));
-        self.fees.push(filed.early_termination_fee.minor());
-        self.currencies.push(filed.currency.clone());
-        self.event_ids.push(accepted.event_id);
+    fn with(mut self, filing: &Filing, policy: &ReleasePolicy) -> Self {
+        let at = now();
+        let (account_id, token_hash, actor) = match &filing.filer {
+            Filer::Known { account_id, actor } => (Some(*account_id), None, Some(*actor)),
+            Filer::Token(hash) => (None, Some(hash.clone()), None),
+        };
+        self.ids.push(releasedesk_domain::new_id());
+        self.number_ids.push(filing.number_id);
+        self.account_ids.push(account_id);
+        self.token_hashes.push(token_hash);
+        self.reasons.push(filing.reason.as_str().to_owned());
+        self.requested_at.push(at);
+        self.requested_by.push(actor.map(|actor| actor.label()));
+        self.filed_by_staff.push(actor.and_then(staff_of));
+        self.fee_cutoffs
+            .push(postgres_cutoff(policy.term_cutoff(at)));
+        self.event_ids.push(releasedesk_domain::new_id());
+        self.customer_email_ids.push(releasedesk_domain::new_id());
+        self.staff_email_ids.push(releasedesk_domain::new_id());
+        self.requested_at_json.push(json!(at).to_string());
         self
     }
 
-    /// Binds `$1` to `$11`.
-    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+    /// Binds `$1` to `$13`.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
-            .bind(self.ids)
-            .bind(self.account_ids)
-            .bind(self.number_ids)
-            .bind(self.numbers)
-            .bind(self.reasons)
-            .bind(self.requested_at)
-            .bind(self.requested_by)
-            .bind(self.filed_by_staff)
-            .bind(self.fees)
-            .bind(self.currencies)
-            .bind(self.event_ids)
+            .bind(&self.ids[..])
+            .bind(&self.number_ids[..])
+            .bind(&self.account_ids[..])
+            .bind(&self.token_hashes[..])
+            .bind(&self.reasons[..])
+            .bind(&self.requested_at[..])
+            .bind(&self.requested_by[..])
+            .bind(&self.filed_by_staff[..])
+            .bind(&self.fee_cutoffs[..])
+            .bind(&self.event_ids[..])
+            .bind(&self.customer_email_ids[..])
+            .bind(&self.staff_email_ids[..])
+            .bind(&self.requested_at_json[..])
     }
+}
+
+/// A fee cutoff as PostgreSQL can take it: its timestamps begin in 4713 BC,
+/// and a cutoff before year 1 (a minimum term of millennia) leaves every
+/// number owing the fee, as no cutoff does.
+fn postgres_cutoff(cutoff: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    cutoff.filter(|cutoff| cutoff.year() >= 1)
+}
+
+/// What [`INSERT_FILINGS`] answers of a filing it wrote.
+struct WrittenRow {
+    /// Its place in the arrays, from 1.
+    ord: i64,
+    e164: String,
+    fee: i64,
+    account_email: String,
+    payload: String,
+}
+
+impl WrittenRow {
+    fn decode(row: &sqlx::postgres::PgRow) -> Result<Self, StoreError> {
+        use sqlx::Row;
+        let get = StoreError::from_sqlx;
+        Ok(Self {
+            ord: row.try_get("ord").map_err(get)?,
+            e164: row.try_get("e164").map_err(get)?,
+            fee: row.try_get("fee").map_err(get)?,
+            account_email: row.try_get("account_email").map_err(get)?,
+            payload: row.try_get("payload").map_err(get)?,
+        })
+    }
+}
+
+/// What [`INSERT_FILINGS`] wrote of a group.
+struct Written {
+    /// Each filing's answer, in order; `None` where it was left out.
+    filed: Vec<Option<FiledRequest>>,
+    /// The emails written claimed for this process's dispatcher.
+    claimed: Vec<outbox::OutboxItem>,
 }
 
 /// The staff member who filed, if one did.
@@ -686,8 +939,7 @@ mod tests {
     use sea_orm::{DbBackend, QueryTrait};
     use uuid::Uuid;
 
-    use super::{Accepted, FilingColumns, OPEN, candidates_select};
-    use crate::{Actor, FiledRequest};
+    use super::{OPEN, candidates_select};
 
     /// PostgreSQL prepares and plans a statement once per connection only if
     /// its text is the same for every group size.
@@ -707,36 +959,6 @@ mod tests {
             sql(1).contains(r#""phone_numbers"."id" = ANY($"#),
             "{}",
             sql(1)
-        );
-    }
-
-    /// Whatever order a group's filings came in, its requests go to
-    /// PostgreSQL in the order of their numbers, each row whole.
-    #[test]
-    fn a_groups_requests_are_written_in_the_order_of_their_numbers() {
-        let accepted = |number: u128| Accepted {
-            filed: FiledRequest {
-                id: Uuid::from_u128(1000 + number),
-                phone_number_id: Uuid::from_u128(number),
-                phone_number: format!("+1555000000{number}"),
-                reason: "Written in number order.".into(),
-                status: RequestStatus::Pending,
-                requested_at: chrono::Utc::now(),
-                early_termination_fee: releasedesk_domain::Money::from_minor(0),
-                currency: "USD".into(),
-            },
-            account_id: Uuid::nil(),
-            actor: Actor::System,
-            event_id: Uuid::from_u128(2000 + number),
-        };
-        let mut group = [accepted(3), accepted(1), accepted(2)];
-        let columns = FilingColumns::in_number_order(&mut group);
-        assert_eq!(columns.number_ids, [1, 2, 3].map(Uuid::from_u128));
-        assert_eq!(columns.ids, [1001, 1002, 1003].map(Uuid::from_u128));
-        assert_eq!(columns.event_ids, [2001, 2002, 2003].map(Uuid::from_u128));
-        assert_eq!(
-            columns.numbers,
-            ["+15550000001", "+15550000002", "+15550000003"]
         );
     }
 

@@ -135,7 +135,7 @@ pub(crate) async fn queue_emails(
     claim: Option<std::time::Duration>,
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let new = NewEmails::new(emails, at, claim);
-    if new.status == OutboxStatus::Pending {
+    if !new.delivery.hands_over() {
         insert(txn, new.rows().collect()).await?;
         return Ok(Vec::new());
     }
@@ -145,10 +145,16 @@ pub(crate) async fn queue_emails(
     Ok(new.written(inserted))
 }
 
-/// Emails about to be written, and how: `pending` and due now, or claimed
-/// for this process's dispatcher (see [`queue_emails`]).
-pub(crate) struct NewEmails {
-    items: Vec<OutboxItem>,
+/// An email's dedup key: the same (event, template, recipient) is queued once.
+/// (`INSERT_FILINGS` makes a filing's keys the same way in SQL.)
+pub(crate) fn dedup_key(event_id: Uuid, template: &str, to: &str) -> String {
+    format!("{event_id}:{template}:{to}")
+}
+
+/// How new emails are written: `pending` and due now, or claimed for this
+/// process's dispatcher (see [`queue_emails`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delivery {
     status: OutboxStatus,
     /// 1 for claimed rows, on their first attempt; 0 for pending ones.
     attempts: i32,
@@ -156,84 +162,97 @@ pub(crate) struct NewEmails {
     created_at: DateTime<Utc>,
 }
 
-impl NewEmails {
-    pub(crate) fn new(
-        emails: Vec<Email<'_>>,
-        at: DateTime<Utc>,
-        claim: Option<std::time::Duration>,
-    ) -> Self {
-        let attempts = i32::from(claim.is_some());
-        let items = emails
-            .into_iter()
-            .map(|email| OutboxItem {
-                id: releasedesk_domain::new_id(),
-                topic: email.template.into(),
-                recipient: Some(email.to.into()),
-                dedup_key: format!("{}:{}:{}", email.event_id, email.template, email.to),
-                payload: email.payload,
-                attempts,
-            })
-            .collect();
+impl Delivery {
+    pub(crate) fn new(at: DateTime<Utc>, claim: Option<std::time::Duration>) -> Self {
         let (status, next_attempt_at) = match claim {
             Some(lease) => (OutboxStatus::Sending, at + delta(lease)),
             None => (OutboxStatus::Pending, at),
         };
         Self {
-            items,
             status,
-            attempts,
+            attempts: i32::from(claim.is_some()),
             next_attempt_at,
             created_at: at,
         }
     }
 
-    fn rows(&self) -> impl Iterator<Item = outbox::ActiveModel> + '_ {
-        self.items
-            .iter()
-            .cloned()
-            .map(|item| email_row(item, self.status, self.next_attempt_at, self.created_at))
+    /// Whether emails written this way go to this process's dispatcher once
+    /// committed (claimed), rather than wait for a claim (pending).
+    pub(crate) fn hands_over(self) -> bool {
+        self.status != OutboxStatus::Pending
     }
 
-    /// The emails to hand to this process's dispatcher, given the ids the
-    /// insert wrote: the claimed ones written (none when written pending).
-    pub(crate) fn written(self, inserted: impl IntoIterator<Item = Uuid>) -> Vec<OutboxItem> {
-        let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-        let mut items = self.written_all();
-        items.retain(|item| inserted.contains(&item.id));
-        items
-    }
-
-    /// The emails to hand to this process's dispatcher when the insert wrote
-    /// every one: the claimed ones (none when written pending).
-    pub(crate) fn written_all(self) -> Vec<OutboxItem> {
-        match self.status {
-            OutboxStatus::Pending => Vec::new(),
-            _ => self.items,
+    /// The email as the dispatcher gets it.
+    pub(crate) fn item(
+        self,
+        id: Uuid,
+        template: &str,
+        to: &str,
+        event_id: Uuid,
+        payload: serde_json::Value,
+    ) -> OutboxItem {
+        OutboxItem {
+            id,
+            topic: template.into(),
+            recipient: Some(to.into()),
+            dedup_key: dedup_key(event_id, template, to),
+            payload,
+            attempts: self.attempts,
         }
     }
 
-    /// Binds the emails as the next nine parameters of a PostgreSQL statement
-    /// that inserts them from arrays: ids, topics, recipients, payloads (JSON
-    /// text), dedup keys, then the status, attempts, next attempt and creation
-    /// time they share.
-    pub(crate) fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
-        let column = |f: fn(&OutboxItem) -> String| self.items.iter().map(f).collect::<Vec<_>>();
-        let ids: Vec<Uuid> = self.items.iter().map(|item| item.id).collect();
-        let recipients: Vec<Option<String>> = self
-            .items
-            .iter()
-            .map(|item| item.recipient.clone())
-            .collect();
+    /// Binds the next four parameters of a PostgreSQL statement that inserts
+    /// emails: their status, attempts, next attempt and creation time.
+    pub(crate) fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
         query
-            .bind(ids)
-            .bind(column(|item| item.topic.clone()))
-            .bind(recipients)
-            .bind(column(|item| item.payload.to_string()))
-            .bind(column(|item| item.dedup_key.clone()))
             .bind(self.status.as_str())
             .bind(self.attempts)
             .bind(self.next_attempt_at)
             .bind(self.created_at)
+    }
+}
+
+/// Emails about to be written, and how (see [`Delivery`]).
+struct NewEmails {
+    items: Vec<OutboxItem>,
+    delivery: Delivery,
+}
+
+impl NewEmails {
+    fn new(emails: Vec<Email<'_>>, at: DateTime<Utc>, claim: Option<std::time::Duration>) -> Self {
+        let delivery = Delivery::new(at, claim);
+        let items = emails
+            .into_iter()
+            .map(|email| {
+                let id = releasedesk_domain::new_id();
+                delivery.item(id, email.template, email.to, email.event_id, email.payload)
+            })
+            .collect();
+        Self { items, delivery }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = outbox::ActiveModel> + '_ {
+        let delivery = self.delivery;
+        self.items.iter().cloned().map(move |item| {
+            email_row(
+                item,
+                delivery.status,
+                delivery.next_attempt_at,
+                delivery.created_at,
+            )
+        })
+    }
+
+    /// The emails to hand to this process's dispatcher, given the ids the
+    /// insert wrote: the claimed ones written (none when written pending).
+    fn written(self, inserted: impl IntoIterator<Item = Uuid>) -> Vec<OutboxItem> {
+        if !self.delivery.hands_over() {
+            return Vec::new();
+        }
+        let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+        let mut items = self.items;
+        items.retain(|item| inserted.contains(&item.id));
+        items
     }
 }
 

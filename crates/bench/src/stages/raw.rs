@@ -105,49 +105,45 @@ UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL WHERE id I
 pub const GROUP: usize = 16;
 
 /// The statements `serve` sends PostgreSQL for a group of [`GROUP`] filings,
-/// as `releasedesk_store`'s filing writer sends them: the group's read (`=
-/// ANY` of its numbers, joined to the filers' tokens; keep it like
-/// `filing::candidates_select`), the store's own [`INSERT_FILINGS`] of its
-/// requests, events and emails from arrays (committing on its own), and the
-/// emails' "sent" mark as the dispatcher settles them. The first statement
-/// fetches the group's arrays from `bench_groups`, made before the run (`serve`
-/// has them in memory: a primary-key read more than it sends).
+/// as `releasedesk_store`'s filing writer sends them: the store's own
+/// [`INSERT_FILINGS`], which checks the group's numbers and filers' tokens and
+/// writes its requests, events and emails from arrays (committing on its own),
+/// then the emails' "sent" mark as the dispatcher settles them. The first
+/// statement fetches the group's arrays from `bench_groups`, made before the
+/// run (`serve` has them in memory: a primary-key read more than it sends).
 /// Rendering and sending the emails stay out: they are not the database's work.
 fn group_script() -> String {
-    const READ: &str = r"SELECT nums, hashes, accounts, e164s, reasons, requested_by, fees, currencies, reqs, evs, emails, topics, recipients, payloads, dedups FROM bench_groups WHERE g = (SELECT nextval('bench_group_seq'))
+    const READ: &str = r"SELECT nums, hashes, reqs, evs, e1s, e2s FROM bench_groups WHERE g = (SELECT nextval('bench_group_seq'))
 \gset
-SELECT p.id, p.e164, p.account_id, p.status, p.purchased_at, a.name AS account_name, a.email AS account_email,
-    EXISTS (SELECT 1 FROM agent_numbers INNER JOIN agents ON agents.id = agent_numbers.agent_id WHERE agent_numbers.phone_number_id = p.id AND agents.active = TRUE) AS in_use,
-    EXISTS (SELECT 1 FROM release_requests WHERE release_requests.phone_number_id = p.id AND CASE WHEN release_requests.status IN ('pending', 'approved', 'releasing') THEN TRUE ELSE FALSE END) AS open,
-    t.token_hash
-FROM phone_numbers p LEFT JOIN accounts a ON p.account_id = a.id
-    LEFT JOIN api_tokens t ON t.account_id = p.account_id AND t.revoked_at IS NULL AND t.token_hash = ANY(:hashes::text[])
-WHERE p.id = ANY(:nums::uuid[]);
 ";
     const SENT: &str = "UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL \
-        WHERE id = ANY(:emails::uuid[]);\n";
+        WHERE id = ANY(:e1s::uuid[] || :e2s::uuid[]);\n";
     // INSERT_FILINGS's parameters, last first (so `$1` never matches in `$10`).
-    let each = format!("ARRAY[{GROUP}]");
-    let parameters: [(&str, String); 20] = [
-        ("$20", "now()".into()),
-        ("$19", "now() + interval '60 seconds'".into()),
-        ("$18", "1".into()),
-        ("$17", "'sending'".into()),
-        ("$16", ":dedups".into()),
-        ("$15", ":payloads".into()),
-        ("$14", ":recipients".into()),
-        ("$13", ":topics".into()),
-        ("$12", ":emails".into()),
-        ("$11", ":evs".into()),
-        ("$10", ":currencies".into()),
-        ("$9", ":fees".into()),
-        ("$8", format!("array_fill(NULL::uuid, {each})")),
-        ("$7", ":requested_by".into()),
-        ("$6", format!("array_fill(now(), {each})")),
-        ("$5", ":reasons".into()),
-        ("$4", ":e164s".into()),
-        ("$3", ":nums".into()),
-        ("$2", ":accounts".into()),
+    let each = |value: &str| format!("array_fill({value}, ARRAY[{GROUP}])");
+    let parameters: [(&str, String); 24] = [
+        ("$24", "now()".into()),
+        ("$23", "now() + interval '60 seconds'".into()),
+        ("$22", "1".into()),
+        ("$21", "'sending'".into()),
+        ("$20", "'support@localhost'".into()),
+        ("$19", "'staff_new_request'".into()),
+        ("$18", "'request_filed'".into()),
+        ("$17", "'USD'".into()),
+        ("$16", r#"'"0.00"'"#.into()),
+        ("$15", r#"'"25.00"'"#.into()),
+        ("$14", "2500".into()),
+        ("$13", each("to_json(now())::text")),
+        ("$12", ":e2s".into()),
+        ("$11", ":e1s".into()),
+        ("$10", ":evs".into()),
+        ("$9", each("now() - interval '90 days'")),
+        ("$8", each("NULL::uuid")),
+        ("$7", each("NULL::text")),
+        ("$6", each("now()")),
+        ("$5", each("'Benchmark filing for a fresh number'::text")),
+        ("$4", ":hashes".into()),
+        ("$3", each("NULL::uuid")),
+        ("$2", ":nums".into()),
         ("$1", ":reqs".into()),
     ];
     let insert = parameters
@@ -159,31 +155,19 @@ WHERE p.id = ANY(:nums::uuid[]);
 }
 
 /// `bench_groups`: the arrays of [`group_script`], one row per group of
-/// [`GROUP`] numbers not yet filed (`n` above `from`), ids made up front.
+/// [`GROUP`] numbers not yet filed (`n` above `from`), with their owners'
+/// tokens, ids made up front.
 const GROUPS_TABLE: &str = "CREATE TABLE bench_groups AS \
     WITH f AS (SELECT b.n, (b.n - {from} - 1) / {group} + 1 AS g, p.id AS number_id, \
-        p.account_id, p.e164, a.name, a.email, t.token_hash, bench_uuid7() AS req, \
-        bench_uuid7() AS ev, bench_uuid7() AS e1, bench_uuid7() AS e2 \
+        t.token_hash, bench_uuid7() AS req, bench_uuid7() AS ev, bench_uuid7() AS e1, \
+        bench_uuid7() AS e2 \
         FROM bench_numbers b JOIN phone_numbers p ON p.id = b.id \
-        JOIN accounts a ON a.id = p.account_id \
-        JOIN api_tokens t ON t.account_id = p.account_id WHERE b.n > {from}), \
-    x AS (SELECT f.*, 'customer:' || account_id AS actor, json_build_object('request_id', req, \
-        'phone_number', e164, 'account_name', name, 'reason', 'Benchmark filing for a fresh number', \
-        'early_termination_fee', '25.00', 'currency', 'USD', 'requested_at', now())::text AS payload FROM f) \
+        JOIN api_tokens t ON t.account_id = p.account_id WHERE b.n > {from}) \
     SELECT g, array_agg(number_id ORDER BY n)::text AS nums, \
         array_agg(token_hash ORDER BY n)::text AS hashes, \
-        array_agg(account_id ORDER BY n)::text AS accounts, array_agg(e164 ORDER BY n)::text AS e164s, \
-        array_agg('Benchmark filing for a fresh number'::text ORDER BY n)::text AS reasons, \
-        array_agg(actor ORDER BY n)::text AS requested_by, array_agg(2500::int8 ORDER BY n)::text AS fees, \
-        array_agg('USD'::text ORDER BY n)::text AS currencies, array_agg(req ORDER BY n)::text AS reqs, \
-        array_agg(ev ORDER BY n)::text AS evs, \
-        (array_agg(e1 ORDER BY n) || array_agg(e2 ORDER BY n))::text AS emails, \
-        (array_agg('request_filed'::text ORDER BY n) || array_agg('staff_new_request'::text ORDER BY n))::text AS topics, \
-        (array_agg(email ORDER BY n) || array_agg('support@localhost'::text ORDER BY n))::text AS recipients, \
-        (array_agg(payload ORDER BY n) || array_agg(payload ORDER BY n))::text AS payloads, \
-        (array_agg(ev || ':request_filed:' || email ORDER BY n) \
-         || array_agg(ev || ':staff_new_request:support@localhost' ORDER BY n))::text AS dedups \
-    FROM x GROUP BY g HAVING count(*) = {group}";
+        array_agg(req ORDER BY n)::text AS reqs, array_agg(ev ORDER BY n)::text AS evs, \
+        array_agg(e1 ORDER BY n)::text AS e1s, array_agg(e2 ORDER BY n)::text AS e2s \
+    FROM f GROUP BY g HAVING count(*) = {group}";
 
 /// Time-ordered ids like `serve`'s UUID v7 (PostgreSQL 15 has no generator):
 /// the millisecond clock first, so rows land at the right edge of each index
@@ -367,7 +351,7 @@ mod tests {
             unbound, 0,
             "a parameter of INSERT_FILINGS is left:\n{script}"
         );
-        assert!(script.contains("unnest(:reqs::uuid[], :accounts::uuid[], :nums::uuid[]"));
+        assert!(script.contains("unnest(:reqs::uuid[], :nums::uuid[]"));
     }
 
     #[test]
