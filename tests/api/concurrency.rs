@@ -583,9 +583,10 @@ async fn thirty_two_concurrent_writers_all_succeed(app: TestApp) {
 /// Filings that queue while the database is busy are written in one
 /// transaction, and each still gets the answer it would have got alone: the
 /// refusals (not ours, in use, already pending, filed twice in the batch, not
-/// active, a revoked or unknown token) change nothing for the others. The
-/// group's own read checks the filers' tokens: no filing looks its token up
-/// first, and each is written as its token's customer.
+/// active, a revoked or unknown token) change nothing for the others, and a
+/// number refused to one filer is still filed for its owner later in the
+/// batch. The group's own statements check the filers' tokens: no filing looks
+/// its token up first, and each is written as its token's customer.
 async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app: TestApp) {
     let acme = app.customer().await;
     let other = app.customer().await;
@@ -620,6 +621,7 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
         StatusCode::CREATED
     );
     let twice = app.number(&acme).await;
+    let claimed_by_other_first = app.number(&acme).await;
     let gone = app.number(&acme).await;
     // The last number made (ids are blobs on SQLite; numbers count up).
     app.execute(
@@ -639,6 +641,8 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
         (&acme, pending),
         (&acme, twice),
         (&acme, twice),
+        (&other, claimed_by_other_first),
+        (&acme, claimed_by_other_first),
         (&acme, gone),
         (&other, their_own),
         (&acme_revoked, by_revoked),
@@ -673,6 +677,8 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
         pending,
         first,
         second,
+        not_the_others,
+        the_owners,
         gone,
         their_own,
         by_revoked,
@@ -695,6 +701,13 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
         "RELEASE_ALREADY_PENDING",
     );
     assert_filed_once(first, second);
+    assert_error(
+        not_the_others.0,
+        &not_the_others.1,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+    assert_eq!(the_owners.0, StatusCode::CREATED, "{}", the_owners.1);
     assert_error(gone.0, &gone.1, StatusCode::CONFLICT, "NUMBER_NOT_ACTIVE");
     assert_eq!(their_own.0, StatusCode::CREATED, "{}", their_own.1);
     for unknown in [by_revoked, by_unknown] {
@@ -711,9 +724,10 @@ async fn filings_that_wait_together_commit_together_each_with_its_own_answer(app
         0.0,
     );
 
-    // The pending one, the twelve, one of the twice-filed and the other
-    // account's own: each with its event and both emails.
-    let acme_filed = 1 + fresh.len() as i64 + 1;
+    // The pending one, the twelve, one of the twice-filed, the one the other
+    // account tried first, and the other account's own: each with its event
+    // and both emails.
+    let acme_filed = 1 + fresh.len() as i64 + 1 + 1;
     let filed = acme_filed + 1;
     for (who, count) in [(&acme, acme_filed), (&other, 1)] {
         let requested_by = format!(
