@@ -18,9 +18,12 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// What a customer's label begins with; the account's id follows.
+    pub(crate) const CUSTOMER_PREFIX: &str = "customer:";
+
     pub fn label(&self) -> String {
         match self {
-            Actor::Customer(account) => format!("customer:{account}"),
+            Actor::Customer(account) => format!("{}{account}", Self::CUSTOMER_PREFIX),
             Actor::Staff(staff) => format!("staff:{staff}"),
             Actor::System => "system".to_owned(),
         }

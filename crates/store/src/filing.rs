@@ -351,6 +351,7 @@ impl Store {
             .bind(staff_email);
         let rows = delivery
             .bind(query)
+            .bind(Actor::CUSTOMER_PREFIX)
             .fetch_all(&sessions.pool)
             .await
             .map_err(|e| {
@@ -628,8 +629,8 @@ const REQUESTED: &str = "requested";
 /// the numbers they share in the same order and never wait on each other in
 /// a cycle. The fee, the emails' payload and dedup keys are made here as
 /// `Store::decide` and `outbox::dedup_key` make them (a test compares the
-/// rows), and a customer's actor label as `Actor::label` makes it. The emails
-/// are a plain INSERT, not `ON CONFLICT (dedup_key) DO NOTHING` as
+/// rows), and a token filer's actor label from `Actor::CUSTOMER_PREFIX` (`$25`).
+/// The emails are a plain INSERT, not `ON CONFLICT (dedup_key) DO NOTHING` as
 /// `queue_emails` writes: their keys begin with the id of the new event, so
 /// none can exist, and a speculative insertion costs PostgreSQL a lock and a
 /// confirmation per row. Answers the written filings: their place in the
@@ -665,7 +666,7 @@ WITH checked AS MATERIALIZED (
 ), filed AS (
     SELECT passed.*,
         CASE WHEN owes THEN $14::int8 ELSE 0 END AS fee,
-        COALESCE(requested_by, 'customer:' || owner) AS actor,
+        COALESCE(requested_by, $25::text || owner) AS actor,
         json_build_object('account_name', account_name, 'currency', $17::text,
             'early_termination_fee', CASE WHEN owes THEN $15::json ELSE $16::json END,
             'phone_number', e164, 'reason', reason, 'request_id', id,

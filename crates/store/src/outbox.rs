@@ -147,7 +147,7 @@ pub(crate) async fn queue_emails(
 
 /// An email's dedup key: the same (event, template, recipient) is queued once.
 /// (`INSERT_FILINGS` makes a filing's keys the same way in SQL.)
-pub(crate) fn dedup_key(event_id: Uuid, template: &str, to: &str) -> String {
+fn dedup_key(event_id: Uuid, template: &str, to: &str) -> String {
     format!("{event_id}:{template}:{to}")
 }
 

@@ -120,7 +120,8 @@ fn group_script() -> String {
         WHERE id = ANY(:e1s::uuid[] || :e2s::uuid[]);\n";
     // INSERT_FILINGS's parameters, last first (so `$1` never matches in `$10`).
     let each = |value: &str| format!("array_fill({value}, ARRAY[{GROUP}])");
-    let parameters: [(&str, String); 24] = [
+    let parameters: [(&str, String); 25] = [
+        ("$25", "'customer:'".into()),
         ("$24", "now()".into()),
         ("$23", "now() + interval '60 seconds'".into()),
         ("$22", "1".into()),
