@@ -357,3 +357,42 @@ async fn json_logs_carry_the_request_id_and_never_a_token_or_an_email_body() {
         .unwrap_or_else(|| panic!("no access log line with the request id: {logs:#?}"));
     assert!(access["fields"]["latency"].is_string(), "{access}");
 }
+
+/// The binary backs its memory with small pages only (crates/releasedesk/src/memory.rs):
+/// Linux reports transparent huge pages off for the running process, which
+/// they are not for a process that did not ask (this machine's setting is
+/// `madvise`, or `always`, wherever the check means something).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_binary_never_gets_transparent_huge_pages() {
+    use releasedesk_tests::{
+        TestDatabase, binary,
+        process::{Environment, Role, Service},
+    };
+    let thp_enabled = |status: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("THP_enabled:"))
+            .map(|value| value.trim().to_owned())
+            .unwrap_or_else(|| panic!("no THP_enabled line in:\n{status}"))
+    };
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_eq!(
+        thp_enabled(&own),
+        "1",
+        "this test process may get huge pages, so the check below can fail"
+    );
+
+    let database = TestDatabase::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let migrated = binary::run(dir.path(), database.url(), &["migrate"]);
+    assert!(migrated.status.success());
+    let mut api = Service::start(Role::Api, &Environment::new(database.url())).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", api.pid())).unwrap();
+    api.terminate().await;
+    assert_eq!(
+        thp_enabled(&status),
+        "0",
+        "huge pages allowed for the binary"
+    );
+}

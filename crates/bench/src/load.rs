@@ -28,6 +28,24 @@ pub struct Outcome {
     pub requests: usize,
     pub elapsed: Duration,
     pub latencies: Latencies,
+    /// Every request, in the order they were sent: when, by whom and how long
+    /// it took. What the histogram cannot tell: whether the slow requests came
+    /// one by one or all clients waited at once.
+    pub timeline: Vec<Sent>,
+    /// The wall-clock time of the run's start, to line the timeline up with
+    /// the service's logs.
+    pub started_at: std::time::SystemTime,
+}
+
+/// One request of a load run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The client (connection) that sent it, from 0.
+    pub client: usize,
+    /// When it was sent, after the run's start.
+    pub at: Duration,
+    /// How long its answer took.
+    pub took: Duration,
 }
 
 impl Outcome {
@@ -76,20 +94,29 @@ pub async fn file_requests(
         connections.push(target.connect().await?);
     }
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let mut tasks = Vec::new();
     for mut connection in connections {
         let (next, numbers, target) = (next.clone(), numbers.clone(), target.clone());
+        let client = tasks.len();
         tasks.push(tokio::spawn(async move {
             let mut latencies = histogram()?;
+            let mut timeline = Vec::with_capacity(numbers.len() / clients + 1);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(number) = numbers.get(i) else {
-                    return Ok::<_, anyhow::Error>(latencies);
+                    return Ok::<_, anyhow::Error>((latencies, timeline));
                 };
                 let request = target.filing(number)?;
                 let sent = Instant::now();
                 let (status, body) = connection.send(request).await?;
-                let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let elapsed = sent.elapsed();
+                timeline.push(Sent {
+                    client,
+                    at: sent - started,
+                    took: elapsed,
+                });
+                let took = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
                 if status != http::StatusCode::CREATED {
                     bail!(
                         "filing answered {status}: {}",
@@ -101,15 +128,48 @@ pub async fn file_requests(
         }));
     }
     let mut latencies = histogram()?;
+    let mut timeline = Vec::with_capacity(numbers.len());
     for task in tasks {
-        let part = task.await.context("a client task panicked")??;
+        let (part, sent) = task.await.context("a client task panicked")??;
         latencies.add(part).context("merge histograms")?;
+        timeline.extend(sent);
     }
+    let elapsed = started.elapsed();
+    timeline.sort_by_key(|sent| sent.at);
     Ok(Outcome {
         requests: numbers.len(),
-        elapsed: started.elapsed(),
+        elapsed,
         latencies,
+        timeline,
+        started_at,
     })
+}
+
+/// Writes `outcome`'s timeline as CSV, one request per line in the order
+/// sent: `client,sent_us,took_us,sent_unix_us` (when it was sent after the
+/// run's start, how long it took, and when it was sent in microseconds since
+/// the Unix epoch, for lining it up with the service's logs).
+pub fn write_timeline(path: &std::path::Path, outcome: &Outcome) -> Result<()> {
+    use std::io::Write as _;
+    let start = outcome
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "client,sent_us,took_us,sent_unix_us")?;
+    for sent in &outcome.timeline {
+        writeln!(
+            out,
+            "{},{},{},{}",
+            sent.client,
+            sent.at.as_micros(),
+            sent.took.as_micros(),
+            (start + sent.at).as_micros()
+        )?;
+    }
+    out.flush()
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// Where the filings go, and the parts of their requests made once.
@@ -227,4 +287,42 @@ pub async fn repeat_get(
         last = serde_json::from_slice(&body)?;
     }
     Ok((last, latencies))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn a_timeline_has_a_line_per_request_with_its_offset_latency_and_wall_clock_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("level.csv");
+        let outcome = Outcome {
+            requests: 2,
+            elapsed: Duration::from_millis(10),
+            latencies: histogram().unwrap(),
+            timeline: vec![
+                Sent {
+                    client: 1,
+                    at: Duration::from_micros(5),
+                    took: Duration::from_micros(2_500),
+                },
+                Sent {
+                    client: 0,
+                    at: Duration::from_micros(1_200),
+                    took: Duration::from_micros(900),
+                },
+            ],
+            started_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        };
+        write_timeline(&path, &outcome).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "client,sent_us,took_us,sent_unix_us\n\
+             1,5,2500,1800000000000005\n\
+             0,1200,900,1800000000001200\n"
+        );
+    }
 }

@@ -17,7 +17,7 @@ mod stages;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
 
 use crate::{
@@ -80,6 +80,11 @@ struct Args {
     /// Write the results into docs/BENCHMARKS.md (between its generated markers).
     #[arg(long)]
     write_doc: bool,
+    /// Write every filing level's requests into this directory, one CSV file
+    /// per level (`client,sent_us,took_us`), to see when the slow ones came.
+    /// With `--runs`, each run's files replace the last's.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
     /// A free-text remark written beside the results (e.g. "machine shared").
     #[arg(long)]
     remark: Option<String>,
@@ -173,6 +178,8 @@ pub struct Ctx {
     pub backends: Vec<Db>,
     /// The client counts of the filing and raw limit levels.
     pub clients: Vec<usize>,
+    /// Where the filing levels' timelines go, if anywhere (`--timeline`).
+    pub timeline: Option<PathBuf>,
     stages: Vec<Stage>,
 }
 
@@ -226,8 +233,12 @@ async fn run(args: Args) -> Result<ExitCode> {
         } else {
             args.clients.clone()
         },
+        timeline: args.timeline.clone(),
         stages: args.stages.clone(),
     };
+    if let Some(dir) = &ctx.timeline {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
     let started = Instant::now();
     let mut runs = Vec::new();
     for i in 0..args.runs.max(1) {

@@ -11,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let cli = releasedesk::cli::Cli::parse();
     releasedesk::cli::init_tracing();
+    releasedesk::memory::small_pages_only();
     match releasedesk::cli::run(cli).await {
         Ok(code) => code,
         Err(error) => {

@@ -53,6 +53,7 @@ async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Thro
 
     let level = Level {
         label,
+        timeline: ctx.timeline.as_deref(),
         fresh,
         http: &http,
         tokens: &fixture.tokens,
@@ -116,6 +117,8 @@ pub const API_ALONE: &str = "api alone (emails left queued)";
 /// What every level of the stage shares.
 struct Level<'a> {
     label: &'static str,
+    /// The directory for each level's timeline, if one was asked for.
+    timeline: Option<&'a std::path::Path>,
     fresh: &'a FreshDb,
     http: &'a reqwest::Client,
     tokens: &'a [String],
@@ -140,6 +143,10 @@ impl Level<'_> {
         let before = cpu::sample(&[service.pid]);
         let groups_before = Groups::scrape(self.http, &base).await?;
         let outcome = load::file_requests(&base, numbers, self.tokens, clients).await?;
+        if let Some(dir) = self.timeline {
+            let file = timeline_file(self.fresh.db, clients, emails_of.is_none());
+            load::write_timeline(&dir.join(file), &outcome)?;
+        }
         if let Some(pool) = emails_of {
             emails_sent(pool).await?;
         }
@@ -190,6 +197,17 @@ impl Level<'_> {
         .push(report, &usage);
         Ok(rps)
     }
+}
+
+/// The name of a level's timeline file: `sqlite-32-clients.csv`, and
+/// `…-api-alone.csv` for the level on the customer API alone.
+fn timeline_file(db: Db, clients: usize, alone: bool) -> String {
+    let db = match db {
+        Db::Sqlite => "sqlite",
+        Db::Postgres => "postgres",
+    };
+    let alone = if alone { "-api-alone" } else { "" };
+    format!("{db}-{clients}-clients{alone}.csv")
 }
 
 /// How `serve` grouped its work so far, from its `/metrics`: requests and
