@@ -359,9 +359,9 @@ async fn json_logs_carry_the_request_id_and_never_a_token_or_an_email_body() {
 }
 
 /// The binary backs its memory with small pages only (crates/releasedesk/src/memory.rs):
-/// Linux reports transparent huge pages off for the running process, which
-/// they are not for a process that did not ask (this machine's setting is
-/// `madvise`, or `always`, wherever the check means something).
+/// Linux reports transparent huge pages off for the running process. The
+/// test process itself must show them allowed (THP `madvise` or `always`, and
+/// not disabled by a parent), or a binary that never asked would pass too.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_binary_never_gets_transparent_huge_pages() {

@@ -81,8 +81,8 @@ struct Args {
     #[arg(long)]
     write_doc: bool,
     /// Write every filing level's requests into this directory, one CSV file
-    /// per level (`client,sent_us,took_us`), to see when the slow ones came.
-    /// With `--runs`, each run's files replace the last's.
+    /// per level (`client,sent_us,took_us,sent_unix_us`), to see when the
+    /// slow ones came. With `--runs`, each run's files replace the last's.
     #[arg(long)]
     timeline: Option<PathBuf>,
     /// A free-text remark written beside the results (e.g. "machine shared").

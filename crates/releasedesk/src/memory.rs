@@ -9,7 +9,7 @@
 /// each 2 MiB region then zeroes all of it inside one page fault, and memory
 /// the allocator gives back and takes again is faulted in afresh: under the
 /// benchmark's filing load a tokio worker thread sat ~6 ms in such a fault
-/// every 20–50 ms (on a VM), and every request in flight waited for it
+/// every 20–55 ms (on a VM), and every request in flight waited for it
 /// (docs/BENCHMARKS.md, "Changes measured"). A request's memory is small and
 /// short-lived; what huge pages save in TLB misses does not show.
 ///
