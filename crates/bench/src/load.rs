@@ -100,42 +100,41 @@ pub async fn file_requests(
         let (next, numbers, target) = (next.clone(), numbers.clone(), target.clone());
         let client = tasks.len();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = histogram()?;
             let mut timeline = Vec::with_capacity(numbers.len() / clients + 1);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(number) = numbers.get(i) else {
-                    return Ok::<_, anyhow::Error>((latencies, timeline));
+                    return Ok::<_, anyhow::Error>(timeline);
                 };
                 let request = target.filing(number)?;
                 let sent = Instant::now();
                 let (status, body) = connection.send(request).await?;
-                let elapsed = sent.elapsed();
-                timeline.push(Sent {
-                    client,
-                    at: sent - started,
-                    took: elapsed,
-                });
-                let took = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                let took = sent.elapsed();
                 if status != http::StatusCode::CREATED {
                     bail!(
                         "filing answered {status}: {}",
                         String::from_utf8_lossy(&body)
                     );
                 }
-                latencies.saturating_record(took);
+                timeline.push(Sent {
+                    client,
+                    at: sent - started,
+                    took,
+                });
             }
         }));
     }
-    let mut latencies = histogram()?;
     let mut timeline = Vec::with_capacity(numbers.len());
     for task in tasks {
-        let (part, sent) = task.await.context("a client task panicked")??;
-        latencies.add(part).context("merge histograms")?;
-        timeline.extend(sent);
+        timeline.extend(task.await.context("a client task panicked")??);
     }
     let elapsed = started.elapsed();
     timeline.sort_by_key(|sent| sent.at);
+    // The histogram from the timeline, after the clock stopped.
+    let mut latencies = histogram()?;
+    for sent in &timeline {
+        latencies.saturating_record(u64::try_from(sent.took.as_micros()).unwrap_or(u64::MAX));
+    }
     Ok(Outcome {
         requests: numbers.len(),
         elapsed,

@@ -202,12 +202,8 @@ impl Level<'_> {
 /// The name of a level's timeline file: `sqlite-32-clients.csv`, and
 /// `…-api-alone.csv` for the level on the customer API alone.
 fn timeline_file(db: Db, clients: usize, alone: bool) -> String {
-    let db = match db {
-        Db::Sqlite => "sqlite",
-        Db::Postgres => "postgres",
-    };
     let alone = if alone { "-api-alone" } else { "" };
-    format!("{db}-{clients}-clients{alone}.csv")
+    format!("{}-{clients}-clients{alone}.csv", db.label().to_lowercase())
 }
 
 /// How `serve` grouped its work so far, from its `/metrics`: requests and
