@@ -25,11 +25,10 @@ pub fn histogram() -> Result<Latencies> {
 /// What a load run measured.
 #[derive(Debug)]
 pub struct Outcome {
-    pub requests: usize,
     pub elapsed: Duration,
     pub latencies: Latencies,
-    /// Every request, in the order they were sent: when, by whom and how long
-    /// it took. What the histogram cannot tell: whether the slow requests came
+    /// Every request (all answered 201, or the run failed), in the order they
+    /// were sent: when, by whom and how long it took. What the histogram cannot tell: whether the slow requests came
     /// one by one or all clients waited at once.
     pub timeline: Vec<Sent>,
     /// The wall-clock time of the run's start, to line the timeline up with
@@ -49,8 +48,9 @@ pub struct Sent {
 }
 
 impl Outcome {
+    /// Requests answered per second.
     pub fn per_second(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
+        self.timeline.len() as f64 / self.elapsed.as_secs_f64()
     }
 }
 
@@ -136,7 +136,6 @@ pub async fn file_requests(
         latencies.saturating_record(u64::try_from(sent.took.as_micros()).unwrap_or(u64::MAX));
     }
     Ok(Outcome {
-        requests: numbers.len(),
         elapsed,
         latencies,
         timeline,
@@ -299,7 +298,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("level.csv");
         let outcome = Outcome {
-            requests: 2,
             elapsed: Duration::from_millis(10),
             latencies: histogram().unwrap(),
             timeline: vec![
