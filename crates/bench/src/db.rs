@@ -129,6 +129,17 @@ impl FreshDb {
             .context("connect to the benchmark database")
     }
 
+    /// A pool like [`FreshDb::pool`] for writers without a store (a store
+    /// checkpoints its database): SQLite's log copied into the database in
+    /// the background as the store does, though never started over under load.
+    pub async fn pool_without_store(&self, max_connections: u32) -> Result<Pool> {
+        let pool = self.pool(max_connections).await?;
+        if let Pool::Sqlite(pool) = &pool {
+            tokio::spawn(releasedesk_store::checkpoint_wal(pool.clone()));
+        }
+        Ok(pool)
+    }
+
     pub async fn drop_database(self) {
         if let Some(name) = &self.pg_name {
             match PgConnection::connect(&self.admin_url).await {

@@ -21,7 +21,10 @@ use sqlx::{
     },
 };
 
-use crate::StoreError;
+use crate::{
+    StoreError,
+    wal::{Checkpoints, WAL_SIZE_LIMIT},
+};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +111,9 @@ impl Pool {
 /// Opens the pool. SQLite is tuned for concurrent writers: WAL, a generous
 /// `busy_timeout` waited out in short polls ([`crate::busy`]),
 /// `synchronous=NORMAL` (durable in WAL mode up to the last checkpointed
-/// commit), foreign keys on, checkpoints in the background rather than in
-/// commits (see [`checkpoint_wal`]) and the log file cut back to
+/// commit), foreign keys on, no checkpoints in commits (a [`crate::Store`]'s
+/// writer runs them in the background, see [`crate::wal`]; a pool without a
+/// store needs [`crate::checkpoint_wal`]) and the log file cut back to
 /// [`WAL_SIZE_LIMIT`] once it starts over; write transactions begin IMMEDIATE
 /// (see [`begin_write`]) so writers queue on the lock instead of failing on
 /// upgrade.
@@ -144,7 +148,6 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
                 .connect_with(connect)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-            tokio::spawn(checkpoint_wal(pool.clone()));
             Ok(Pool::Sqlite(pool))
         }
         Some(Backend::Postgres) => {
@@ -203,95 +206,6 @@ impl KeyedSessions {
             db: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
             pool,
         }
-    }
-}
-
-/// The size SQLite's write-ahead log file is cut back to once it has been
-/// copied into the database and starts over (`journal_size_limit`), in bytes.
-///
-/// Under a steady stream of writes the log only grows: it starts over only
-/// when a write comes after a checkpoint that copied all of it, and with
-/// commits every millisecond that waits for a quiet moment. Without a limit
-/// the file then keeps its largest size for good (1.6 GB after the
-/// benchmark's setup of 10,000 requests filed and approved one by one); with
-/// it, the first commit after the log starts over gives the disk back.
-pub const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// How often [`checkpoint_wal`] copies SQLite's write-ahead log into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
-/// Copies SQLite's write-ahead log into the database file every
-/// [`CHECKPOINT_EVERY`], on a pooled connection, until the pool closes.
-///
-/// SQLite's default (`wal_autocheckpoint = 1000`) has the commit that takes the
-/// log past 1,000 pages do the copy and its syncs before it returns, so one
-/// filing or release in every few dozen waited for it, and the copy grew with
-/// the number of distinct pages a history spreads writes over. Here no commit
-/// waits, and a page written by many commits in between is copied once.
-/// `PASSIVE` never blocks writers or readers: frames a reader still needs are
-/// left for the next round. Measured in docs/BENCHMARKS.md.
-///
-/// A checkpoint that keeps failing (a full disk, say) is logged when it starts
-/// failing, then at most once per [`FAILURE_REMINDER`], and once more when
-/// checkpoints succeed again: not ten warnings a second.
-async fn checkpoint_wal(pool: SqlitePool) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failures = Failures::default();
-    loop {
-        every.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            Ok(_) => {
-                if let Some(failed) = failures.succeeded() {
-                    tracing::info!(failed, "SQLite checkpoints succeed again");
-                }
-            }
-            Err(_) if pool.is_closed() => return,
-            Err(error) => {
-                if let Some(in_a_row) = failures.failed(std::time::Instant::now()) {
-                    tracing::warn!(%error, in_a_row, "SQLite checkpoint failed");
-                }
-            }
-        }
-    }
-}
-
-/// How often a failure that goes on is logged again.
-const FAILURE_REMINDER: Duration = Duration::from_secs(60);
-
-/// A run of failures of something retried on a timer, for logging it without
-/// flooding the log.
-#[derive(Debug, Default)]
-struct Failures {
-    in_a_row: u64,
-    logged_at: Option<std::time::Instant>,
-}
-
-impl Failures {
-    /// Counts a failure at `now`; `Some(failures in a row)` if it is to be
-    /// logged: the first of a run, then one per [`FAILURE_REMINDER`].
-    fn failed(&mut self, now: std::time::Instant) -> Option<u64> {
-        self.in_a_row += 1;
-        let due = self
-            .logged_at
-            .is_none_or(|at| now.duration_since(at) >= FAILURE_REMINDER);
-        due.then(|| {
-            self.logged_at = Some(now);
-            self.in_a_row
-        })
-    }
-
-    /// Ends a run; `Some(how many failed)` if there was one.
-    fn succeeded(&mut self) -> Option<u64> {
-        let failed = std::mem::take(&mut self.in_a_row);
-        self.logged_at = None;
-        (failed > 0).then_some(failed)
     }
 }
 
@@ -367,6 +281,8 @@ struct Gate {
     /// This process's writers in their classes; on SQLite one at a time.
     queue: WriteQueue,
     writer: Writer,
+    /// SQLite: the checkpoints of the database this process writes.
+    checkpoints: Option<Checkpoints>,
 }
 
 /// The connection a writer writes on.
@@ -386,18 +302,25 @@ enum Writer {
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
 
 impl WriteGate {
+    /// The gate of `pool`'s writers; on SQLite it starts the database's
+    /// checkpoints ([`Checkpoints`]), so it needs a Tokio runtime.
     pub(crate) fn new(pool: &Pool) -> Self {
         Self(Arc::new(match pool {
-            Pool::Sqlite(pool) => Gate {
-                queue: WriteQueue::default(),
-                writer: Writer::Sqlite {
-                    writer: OnceLock::new(),
-                    pool: pool.clone(),
-                },
-            },
+            Pool::Sqlite(pool) => {
+                let queue = WriteQueue::default();
+                Gate {
+                    checkpoints: Some(Checkpoints::start(pool.clone(), queue.clone())),
+                    queue,
+                    writer: Writer::Sqlite {
+                        writer: OnceLock::new(),
+                        pool: pool.clone(),
+                    },
+                }
+            }
             Pool::Postgres(_) => Gate {
                 queue: WriteQueue::unlocked(),
                 writer: Writer::Postgres(pool.sea_orm()),
+                checkpoints: None,
             },
         }))
     }
@@ -424,9 +347,13 @@ impl WriteGate {
         self.0.queue.pause(pause, max).await;
     }
 
-    /// Closes the SQLite writer's own connection, if it was opened, waiting
-    /// for it to close (on PostgreSQL the writer is the pool, closed with it).
+    /// Stops the SQLite checkpoints and closes the writer's own connection, if
+    /// it was opened, waiting for their connections to close (on PostgreSQL
+    /// the writer is the pool, closed with it).
     pub(crate) async fn close(&self) {
+        if let Some(checkpoints) = &self.0.checkpoints {
+            checkpoints.stop().await;
+        }
         if let Writer::Sqlite { writer, .. } = &self.0.writer
             && let Some(writer) = writer.get()
         {
@@ -438,7 +365,7 @@ impl WriteGate {
     }
 
     async fn take(&self, class: Class) -> WriteTurn {
-        let Gate { queue, writer } = &*self.0;
+        let Gate { queue, writer, .. } = &*self.0;
         let place = match class {
             Class::Foreground => queue.foreground().await,
             Class::Background => queue.background().await,
@@ -503,7 +430,7 @@ fn sqlite_writer<'a>(
 /// background statement run during the burst took some from a filing. The
 /// emails' bookkeeping waits out the burst the same way, in bigger batches.
 #[derive(Clone)]
-struct WriteQueue(Arc<QueueState>);
+pub(crate) struct WriteQueue(Arc<QueueState>);
 
 impl Default for WriteQueue {
     /// One writer at a time (SQLite).
@@ -545,7 +472,8 @@ impl WriteQueue {
         }))
     }
 
-    async fn foreground(&self) -> Place {
+    /// A foreground writer's place, once it is its turn.
+    pub(crate) async fn foreground(&self) -> Place {
         self.0.foreground.fetch_add(1, SeqCst);
         // Counted from here, also if the caller gives up while waiting.
         let foreground = Foreground(self.0.clone());
@@ -562,6 +490,11 @@ impl WriteQueue {
             _guard: self.0.turn().await,
             _foreground: None,
         }
+    }
+
+    /// When the last foreground writer's turn ended, if one did.
+    pub(crate) fn last_write(&self) -> Option<tokio::time::Instant> {
+        self.0.last_done()
     }
 
     /// See [`WriteGate::foreground_pause`].
@@ -619,7 +552,7 @@ impl Drop for Foreground {
 }
 
 /// A writer's place at the head of the queue, held until its turn ends.
-struct Place {
+pub(crate) struct Place {
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     // Dropped after the guard: the lock is free before background writers hear of it.
     _foreground: Option<Foreground>,
@@ -652,23 +585,6 @@ mod tests {
     use tokio::time::{Instant, sleep, timeout};
 
     use super::*;
-
-    /// A run of failures is logged at its start, then once a minute, and its
-    /// end is reported with its length; the next run starts afresh.
-    #[test]
-    fn a_run_of_failures_is_logged_at_its_start_then_once_a_minute() {
-        let start = std::time::Instant::now();
-        let at = |ms: u64| start + std::time::Duration::from_millis(ms);
-        let mut failures = Failures::default();
-        assert_eq!(failures.succeeded(), None, "no run, nothing to report");
-        assert_eq!(failures.failed(at(0)), Some(1));
-        assert_eq!(failures.failed(at(100)), None);
-        assert_eq!(failures.failed(at(59_999)), None);
-        assert_eq!(failures.failed(at(60_000)), Some(4));
-        assert_eq!(failures.failed(at(60_100)), None);
-        assert_eq!(failures.succeeded(), Some(5));
-        assert_eq!(failures.failed(at(60_200)), Some(1), "a new run");
-    }
 
     /// Whether `turn` is had on the first poll, without waiting at all.
     fn at_once(turn: impl Future<Output = Place>) -> bool {

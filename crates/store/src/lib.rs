@@ -28,6 +28,7 @@ mod requests;
 mod review;
 pub mod schema;
 mod stats;
+mod wal;
 
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ pub use accounts::{
     StaffPrincipal, StaffRole, TOKEN_LOOKUP_BATCH_METRIC, TokenRef, is_customer_token,
 };
 pub use agents::{AgentPatch, AgentView, NewAgent};
-pub use db::{Backend, DbOptions, Pool, WAL_SIZE_LIMIT, connect};
+pub use db::{Backend, DbOptions, Pool, connect};
 pub use error::StoreError;
 pub use events::{Actor, EventView};
 pub use execution::{Begin, RELEASE_BATCH_METRIC, ReleaseWork};
@@ -58,6 +59,7 @@ pub use review::{
     AccountRef, ClaimFilter, QueueFilter, QueueItem, QueueOrder, ReviewDetail, StaffRef,
 };
 pub use stats::QueueStats;
+pub use wal::{WAL_SIZE_LIMIT, checkpoint_wal};
 
 /// What new outbox rows a commit left, as [`Store::outbox_written`] tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

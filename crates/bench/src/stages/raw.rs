@@ -40,7 +40,7 @@ pub async fn run(ctx: &Ctx, db: Db, report: &mut Report) -> Result<Vec<(usize, f
 }
 
 async fn measure(ctx: &Ctx, fresh: &FreshDb, report: &mut Report) -> Result<Vec<(usize, f64)>> {
-    let pool = fresh.pool(32).await?;
+    let pool = fresh.pool_without_store(32).await?;
     let table = match fresh.db {
         Db::Sqlite => TABLE.replace("{uuid}", "BLOB").replace("{ts}", "TEXT"),
         Db::Postgres => TABLE

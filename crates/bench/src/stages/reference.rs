@@ -141,7 +141,7 @@ async fn measure(
     history: usize,
 ) -> Result<(f64, cpu::Usage)> {
     let n = ctx.plan.drain;
-    let pool = fresh.pool(16).await?;
+    let pool = fresh.pool_without_store(16).await?;
     releasedesk_worker::queue::setup(&pool, &fresh.url)
         .await
         .map_err(|e| anyhow!("{e}"))?;
