@@ -215,11 +215,13 @@ async fn checkpoint(conn: &mut SqliteConnection, mode: Mode) -> Result<Checkpoin
     };
     let deadline = std::time::Instant::now() + RESTART_WAIT;
     loop {
-        // (busy, frames in the log, frames copied); the counts are -1 while
-        // another connection's checkpoint runs.
+        // (busy, frames in the log, frames copied); busy with counts of -1
+        // while another connection's checkpoint runs (counts of -1 alone: not
+        // in WAL mode, nothing to wait for).
         let (busy, frames, copied): (i64, i64, i64) =
             sqlx::query_as(sql).fetch_one(&mut *conn).await?;
-        if frames >= 0 || std::time::Instant::now() >= deadline {
+        let another_runs = busy != 0 && frames < 0;
+        if !another_runs || std::time::Instant::now() >= deadline {
             return Ok(Checkpoint {
                 done: busy == 0,
                 frames,
