@@ -28,8 +28,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     pub latencies: Latencies,
     /// Every request (all answered 201, or the run failed), in the order they
-    /// were sent: when, by whom and how long it took. What the histogram cannot tell: whether the slow requests came
-    /// one by one or all clients waited at once.
+    /// were sent: when, by whom and how long it took. What the histogram cannot
+    /// tell: whether the slow requests came one by one or all clients waited at
+    /// once.
     pub timeline: Vec<Sent>,
     /// The wall-clock time of the run's start, to line the timeline up with
     /// the service's logs.

@@ -63,10 +63,11 @@ const RESTART_WAIT: Duration = Duration::from_millis(10);
 pub async fn checkpoint_wal(pool: SqlitePool) {
     let mut rounds = Rounds::new();
     while rounds.next(&pool, None).await {
-        let passive = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await;
-        if !rounds.done(&pool, passive.map(drop)) {
+        let passive = match pool.acquire().await {
+            Ok(mut conn) => checkpoint(&mut conn, Mode::Passive).await.map(drop),
+            Err(error) => Err(error),
+        };
+        if !rounds.done(&pool, passive) {
             return;
         }
     }
