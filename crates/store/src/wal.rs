@@ -17,9 +17,10 @@
 //! a process's writer ([`crate::db::WriteGate`]) also has the log started over
 //! once it passes [`RESTART_AFTER_FRAMES`] ([`Checkpoints`]): under that load the
 //! largest log went from ~730 to ~50 MiB, and the CPU per filing down with it
-//! (a short log's index is quicker to search), at the price of 5–15 ms in which
-//! the process's writers wait, about three times a second at ~5,000 filings/s.
-//! Measured in docs/BENCHMARKS.md.
+//! (a short log's index is quicker to search), at the price of a few
+//! milliseconds in which the process's writers wait (medians of 2–4 ms, at most
+//! 13 seen), about three times a second at ~7,000 filings/s. Measured in
+//! docs/BENCHMARKS.md.
 
 use std::{sync::Arc, time::Duration};
 
@@ -49,6 +50,16 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// so that what is written while a restart waits for its turn stays within the
 /// file and no commit has to cut it back.
 const RESTART_AFTER_FRAMES: i64 = 8_192;
+
+/// At most how many more `PASSIVE` copies a restart makes before it takes
+/// the write turn, each copying what came in during the one before, so that
+/// the writers wait for less ([`catch_up`]).
+const CATCH_UP_ROUNDS: u32 = 6;
+
+/// Frames that came in during a copy few enough for the restart to take the
+/// turn and copy them there: 256 KiB. With 256 (1 MiB) the writers waited
+/// about twice as long (medians of 3–9 ms against 2–4 ms; docs/BENCHMARKS.md).
+const CAUGHT_UP_FRAMES: i64 = 64;
 
 /// How long a restarting checkpoint waits for the write lock (other processes'
 /// writers) or for readers to finish with the log, each, before it gives the
@@ -80,8 +91,9 @@ pub async fn checkpoint_wal(pool: SqlitePool) {
 /// Both run on a connection of their own. The restart is a `RESTART`
 /// checkpoint taken in the process's write turn: this process's writers wait
 /// for it in their queue, not in SQLite's busy handler, and the turn is taken
-/// right after a `PASSIVE` copy, so what is left to copy and sync while they
-/// wait is only what came in meanwhile. It gives up after [`RESTART_WAIT`] (a
+/// right after `PASSIVE` copies that caught up with the log ([`catch_up`]), so
+/// what is left to copy and sync while they wait is only what came in during
+/// the last of them. It gives up after [`RESTART_WAIT`] (a
 /// long reader, another process writing) and a later round tries again:
 /// writers are never held for the busy timeout.
 pub(crate) struct Checkpoints {
@@ -170,6 +182,7 @@ async fn checkpoint_then_restart(
     let started = std::time::Instant::now();
     let passive = checkpoint(conn, Mode::Passive).await?;
     if wrote && passive.frames > RESTART_AFTER_FRAMES {
+        let (last, catch_ups) = catch_up(conn, passive).await?;
         let copied = started.elapsed();
         let turn = queue.foreground().await;
         let waited = started.elapsed() - copied;
@@ -177,7 +190,8 @@ async fn checkpoint_then_restart(
         drop(turn);
         tracing::debug!(
             frames = passive.frames,
-            left = passive.frames - passive.copied,
+            catch_ups,
+            left = last.frames - last.copied,
             restarted = restart.done,
             ?copied,
             ?waited,
@@ -188,13 +202,37 @@ async fn checkpoint_then_restart(
     Ok(())
 }
 
-#[derive(Clone, Copy)]
+/// `PASSIVE` copies after `copy`, each of what came in during the one before,
+/// until one finds at most [`CAUGHT_UP_FRAMES`] new or [`CATCH_UP_ROUNDS`] are
+/// made; the last copy and how many were made. Under a steady stream of
+/// writes each copy is shorter than the one before (measured: 1–6 of them,
+/// 15–40 ms in all), and what is left for the restart to copy while the
+/// writers wait is what came in during the last one and the wait for the turn.
+async fn catch_up(
+    conn: &mut SqliteConnection,
+    mut copy: Checkpoint,
+) -> Result<(Checkpoint, u32), sqlx::Error> {
+    for made in 1..=CATCH_UP_ROUNDS {
+        let again = checkpoint(conn, Mode::Passive).await?;
+        // Negative if the log started over meanwhile, or if this copy gave
+        // way to another connection's: nothing to catch up with either way.
+        let came_in = again.frames - copy.frames;
+        copy = again;
+        if came_in <= CAUGHT_UP_FRAMES {
+            return Ok((copy, made));
+        }
+    }
+    Ok((copy, CATCH_UP_ROUNDS))
+}
+
+#[derive(Clone, Copy, Debug)]
 enum Mode {
     Passive,
     Restart,
 }
 
 /// What a checkpoint did.
+#[derive(Clone, Copy)]
 struct Checkpoint {
     /// Whether it went all the way (a `RESTART`: the log may start over).
     done: bool,
@@ -222,7 +260,11 @@ async fn checkpoint(conn: &mut SqliteConnection, mode: Mode) -> Result<Checkpoin
         let (busy, frames, copied): (i64, i64, i64) =
             sqlx::query_as(sql).fetch_one(&mut *conn).await?;
         let another_runs = busy != 0 && frames < 0;
-        if !another_runs || std::time::Instant::now() >= deadline {
+        let gave_way = another_runs && std::time::Instant::now() >= deadline;
+        if gave_way {
+            tracing::debug!(?mode, "SQLite checkpoint gave way to another connection's");
+        }
+        if !another_runs || gave_way {
             return Ok(Checkpoint {
                 done: busy == 0,
                 frames,
@@ -233,23 +275,22 @@ async fn checkpoint(conn: &mut SqliteConnection, mode: Mode) -> Result<Checkpoin
     }
 }
 
-/// Rounds of checkpoints every [`CHECKPOINT_EVERY`], until the pool closes or
-/// they are told to stop.
+/// Rounds of checkpoints every [`CHECKPOINT_EVERY`] (± a quarter, at
+/// random), until the pool closes or they are told to stop.
 ///
 /// A round that keeps failing (a full disk, say) is logged when it starts
 /// failing, then at most once per [`FAILURE_REMINDER`], and once more when
 /// rounds succeed again: not ten warnings a second.
 struct Rounds {
-    every: tokio::time::Interval,
+    /// When the next round starts; the first at once.
+    at: tokio::time::Instant,
     failures: Failures,
 }
 
 impl Rounds {
     fn new() -> Self {
-        let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
-            every,
+            at: tokio::time::Instant::now(),
             failures: Failures::default(),
         }
     }
@@ -265,8 +306,12 @@ impl Rounds {
         };
         tokio::select! {
             () = stopped => return false,
-            _ = self.every.tick() => {}
+            () = tokio::time::sleep_until(self.at) => {}
         }
+        // Each process's rounds would otherwise keep the phase they started
+        // with, and two whose checkpoints overlap would meet every round.
+        let every = CHECKPOINT_EVERY.mul_f64(rand::random_range(0.75..1.25));
+        self.at = tokio::time::Instant::now() + every;
         !pool.is_closed()
     }
 
