@@ -58,7 +58,7 @@ const CATCH_UP_ROUNDS: u32 = 6;
 
 /// Frames that came in during a copy few enough for the restart to take the
 /// turn and copy them there: 256 KiB. With 256 (1 MiB) the writers waited
-/// about twice as long (medians of 3–9 ms against 2–4 ms; docs/BENCHMARKS.md).
+/// about twice as long (medians of 3–9 ms against 2–5 ms; docs/BENCHMARKS.md).
 const CAUGHT_UP_FRAMES: i64 = 64;
 
 /// How long a restarting checkpoint waits for the write lock (other processes'

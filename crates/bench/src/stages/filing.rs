@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, ensure};
 use releasedesk_store::{FILING_BATCH_METRIC, Pool};
 
 use crate::{
@@ -154,6 +154,13 @@ impl Level<'_> {
         let groups = Groups::scrape(self.http, &base)
             .await?
             .since(&groups_before);
+        // Read as none while absent: a renamed metric would otherwise show as
+        // "0 filings per write" in the table.
+        ensure!(
+            groups.writes > 0.0,
+            "{name}: no filing group in the service's /metrics ({FILING_BATCH_METRIC}) after {} filings",
+            numbers.len()
+        );
         let rps = outcome.per_second();
         let alone = emails_of.is_none();
         let mut row = Row::new(label, "filing", format!("{name}: throughput")).value(rps, "req/s");
@@ -212,6 +219,8 @@ struct Groups {
 }
 
 impl Groups {
+    /// The figures so far; none (0) while the metric is absent, as it is until
+    /// the first group is written.
     async fn scrape(http: &reqwest::Client, base: &str) -> Result<Self> {
         let text = http
             .get(format!("{base}/metrics"))
