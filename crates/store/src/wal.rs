@@ -538,4 +538,35 @@ mod tests {
         assert_eq!(failures.succeeded(), Some(5));
         assert_eq!(failures.failed(at(60_200)), Some(1), "a new run");
     }
+
+    /// Rounds come every [`CHECKPOINT_EVERY`] ± a quarter, not in step: two
+    /// processes' rounds that started together drift apart instead of meeting
+    /// every time, and no gap is more than a quarter off.
+    #[tokio::test(start_paused = true)]
+    async fn rounds_come_at_random_within_a_quarter_of_the_interval() {
+        let pool = SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+        let mut one = Rounds::new();
+        let mut other = Rounds::new();
+        assert!(one.next(&pool, None).await && other.next(&pool, None).await);
+        let (low, high) = (CHECKPOINT_EVERY * 3 / 4, CHECKPOINT_EVERY * 5 / 4);
+        let mut gaps = Vec::new();
+        for _ in 0..50 {
+            let before = tokio::time::Instant::now();
+            assert!(one.next(&pool, None).await);
+            let gap = before.elapsed();
+            assert!(low <= gap && gap <= high, "a round {gap:?} after the last");
+            gaps.push(gap);
+        }
+        gaps.sort();
+        assert!(
+            gaps[gaps.len() - 1] - gaps[0] >= CHECKPOINT_EVERY / 4,
+            "rounds in step: gaps from {:?} to {:?}",
+            gaps[0],
+            gaps[gaps.len() - 1]
+        );
+        assert_ne!(
+            one.at, other.at,
+            "two processes' next rounds at the same moment"
+        );
+    }
 }
