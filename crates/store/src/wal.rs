@@ -245,9 +245,9 @@ struct Checkpoint {
 
 /// Runs a checkpoint on `conn`. One connection at a time can: while another's
 /// runs (another process's rounds; SQLite does not wait for it even with a
-/// busy handler), tried again every millisecond for up to [`RESTART_WAIT`].
-/// Processes' rounds come every [`CHECKPOINT_EVERY`] alike, so one that met
-/// another's would likely meet it again next round.
+/// busy handler), tried again every millisecond for up to [`RESTART_WAIT`]
+/// rather than left to the next round, while the log grows. (Rounds come at
+/// random, so the next is unlikely to meet the same other's again.)
 async fn checkpoint(conn: &mut SqliteConnection, mode: Mode) -> Result<Checkpoint, sqlx::Error> {
     let sql = match mode {
         Mode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
