@@ -281,8 +281,6 @@ struct Gate {
     /// This process's writers in their classes; on SQLite one at a time.
     queue: WriteQueue,
     writer: Writer,
-    /// SQLite: the checkpoints of the database this process writes.
-    checkpoints: Option<Checkpoints>,
 }
 
 /// The connection a writer writes on.
@@ -292,6 +290,8 @@ enum Writer {
         writer: OnceLock<DatabaseConnection>,
         /// Options of the pool the writer is made like.
         pool: SqlitePool,
+        /// The checkpoints of the database this process writes.
+        checkpoints: Checkpoints,
     },
     /// The pool.
     Postgres(DatabaseConnection),
@@ -309,18 +309,17 @@ impl WriteGate {
             Pool::Sqlite(pool) => {
                 let queue = WriteQueue::default();
                 Gate {
-                    checkpoints: Some(Checkpoints::start(pool.clone(), queue.clone())),
-                    queue,
                     writer: Writer::Sqlite {
                         writer: OnceLock::new(),
                         pool: pool.clone(),
+                        checkpoints: Checkpoints::start(pool.clone(), queue.clone()),
                     },
+                    queue,
                 }
             }
             Pool::Postgres(_) => Gate {
                 queue: WriteQueue::unlocked(),
                 writer: Writer::Postgres(pool.sea_orm()),
-                checkpoints: None,
             },
         }))
     }
@@ -351,12 +350,16 @@ impl WriteGate {
     /// it was opened, waiting for their connections to close (on PostgreSQL
     /// the writer is the pool, closed with it).
     pub(crate) async fn close(&self) {
-        if let Some(checkpoints) = &self.0.checkpoints {
-            checkpoints.stop().await;
-        }
-        if let Writer::Sqlite { writer, .. } = &self.0.writer
-            && let Some(writer) = writer.get()
-        {
+        let Writer::Sqlite {
+            writer,
+            checkpoints,
+            ..
+        } = &self.0.writer
+        else {
+            return;
+        };
+        checkpoints.stop().await;
+        if let Some(writer) = writer.get() {
             // Fails only for connections that are not pools (mocks, proxies).
             if let Err(error) = writer.close_by_ref().await {
                 tracing::warn!(%error, "closing the SQLite writer failed");
@@ -365,13 +368,13 @@ impl WriteGate {
     }
 
     async fn take(&self, class: Class) -> WriteTurn {
-        let Gate { queue, writer, .. } = &*self.0;
+        let Gate { queue, writer } = &*self.0;
         let place = match class {
             Class::Foreground => queue.foreground().await,
             Class::Background => queue.background().await,
         };
         let db = match writer {
-            Writer::Sqlite { writer, pool } => sqlite_writer(writer, pool).clone(),
+            Writer::Sqlite { writer, pool, .. } => sqlite_writer(writer, pool).clone(),
             Writer::Postgres(db) => db.clone(),
         };
         WriteTurn { db, _place: place }
