@@ -126,6 +126,15 @@ impl Checkpoints {
     }
 }
 
+impl Drop for Checkpoints {
+    /// A store dropped without [`crate::Store::close`]: the rounds end at
+    /// their next wait, and their connection closes, rather than running
+    /// until the pool closes (the task holds a clone of it).
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
+}
+
 async fn checkpoint_and_restart(
     pool: SqlitePool,
     queue: WriteQueue,
@@ -519,6 +528,34 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         gate.close().await;
+        pool.close().await;
+    }
+
+    /// A gate dropped without `close` (a store dropped in a hurry) stops its
+    /// checkpoints all the same: their task ends at its next wait, though the
+    /// pool it holds a clone of stays open.
+    #[tokio::test]
+    async fn the_checkpoints_stop_when_their_gate_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("wal.db").display());
+        let pool = connect(&DbOptions::new(url)).await.unwrap();
+        let tasks = tokio::runtime::Handle::current().metrics();
+        let before = tasks.num_alive_tasks();
+        let gate = WriteGate::new(&pool);
+        assert_eq!(tasks.num_alive_tasks(), before + 1, "the checkpoints run");
+        // A few rounds, so the task is caught between two.
+        tokio::time::sleep(3 * CHECKPOINT_EVERY).await;
+
+        drop(gate);
+        let deadline = tokio::time::Instant::now() + 10 * CHECKPOINT_EVERY;
+        while tasks.num_alive_tasks() > before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the checkpoints still run after their gate was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Only now does the pool close.
         pool.close().await;
     }
 
