@@ -185,8 +185,9 @@ impl Store {
             email: Set(email.into_inner()),
             created_at: Set(now()),
         };
+        let turn = self.shared.write_gate.turn().await;
         let row = account::Entity::insert(row)
-            .exec_with_returning(&self.shared.db)
+            .exec_with_returning(turn.db())
             .await?;
         Ok(CreatedAccount {
             id: row.id,
@@ -221,6 +222,7 @@ impl Store {
         }
         let token = new_token(CUSTOMER_TOKEN_PREFIX);
         let id = releasedesk_domain::new_id();
+        let turn = self.shared.write_gate.turn().await;
         api_token::Entity::insert(api_token::ActiveModel {
             id: Set(id),
             account_id: Set(account_id),
@@ -228,7 +230,7 @@ impl Store {
             created_at: Set(now()),
             revoked_at: Set(None),
         })
-        .exec_without_returning(&self.shared.db)
+        .exec_without_returning(turn.db())
         .await?;
         Ok(CreatedToken { id, token })
     }
@@ -283,6 +285,7 @@ impl Store {
         }
         let token = new_token(STAFF_TOKEN_PREFIX);
         let id = releasedesk_domain::new_id();
+        let turn = self.shared.write_gate.turn().await;
         let inserted = staff::Entity::insert(staff::ActiveModel {
             id: Set(id),
             email: Set(email.into_inner()),
@@ -292,7 +295,7 @@ impl Store {
             created_at: Set(now()),
             revoked_at: Set(None),
         })
-        .exec_without_returning(&self.shared.db)
+        .exec_without_returning(turn.db())
         .await;
         match inserted {
             Ok(_) => Ok(CreatedStaff { id, token }),
@@ -455,7 +458,79 @@ pub(crate) async fn valid_customer_tokens(
 
 #[cfg(test)]
 mod tests {
+    use std::{future::Future, time::Duration};
+
+    use releasedesk_domain::{E164, Money, ReleasePolicy};
+
     use super::*;
+    use crate::{DbOptions, NewNumber, StoreSettings, db::connect};
+
+    /// Admin writes (the CLI's, the demo's) queue for the process's write turn
+    /// like every other writer: on SQLite one that skipped the queue would
+    /// meet the write lock in SQLite's busy handler instead.
+    #[tokio::test]
+    async fn admin_writes_wait_for_the_write_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("admin.db").display()
+        );
+        let day = Duration::from_secs(86_400);
+        let settings = StoreSettings {
+            policy: ReleasePolicy {
+                cooling_off: day * 30,
+                reclaim_window: day * 10,
+                minimum_term: day * 90,
+                early_termination_fee: Money::from_minor(2500),
+                currency: "USD".into(),
+            },
+            staff_email: "support@example.com".into(),
+        };
+        let store = Store::new(connect(&DbOptions::new(url)).await.unwrap(), settings);
+        store.migrate().await.unwrap();
+
+        let account =
+            waits_for_the_turn(&store, store.create_account("Acme", "ops@acme.test")).await;
+        waits_for_the_turn(&store, store.create_token(account.id)).await;
+        waits_for_the_turn(
+            &store,
+            store.create_staff("riley@acme.test", "Riley", StaffRole::Reviewer),
+        )
+        .await;
+        let number = waits_for_the_turn(
+            &store,
+            store.add_number(NewNumber {
+                account_id: account.id,
+                e164: E164::parse("+15550100001").unwrap(),
+                purchased_at: None,
+                monthly_price: Money::from_minor(100),
+            }),
+        )
+        .await;
+        assert_eq!(
+            waits_for_the_turn(&store, store.add_sms(number.id, 3)).await,
+            3
+        );
+        store.close().await;
+    }
+
+    /// Runs `write` while another writer holds the turn, which it must wait
+    /// for, then lets it finish.
+    async fn waits_for_the_turn<T>(
+        store: &Store,
+        write: impl Future<Output = Result<T, StoreError>>,
+    ) -> T {
+        let turn = store.shared.write_gate.turn().await;
+        let mut write = std::pin::pin!(write);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut write)
+                .await
+                .is_err(),
+            "written while another writer had the turn"
+        );
+        drop(turn);
+        write.await.expect("written once the turn is free")
+    }
 
     #[test]
     fn tokens_are_prefixed_random_and_hashed_to_hex_sha256() {

@@ -261,10 +261,12 @@ impl Store {
             created_at: Set(at),
             updated_at: Set(at),
         };
-        match phone_number::Entity::insert(row)
-            .exec_with_returning(&self.shared.db)
-            .await
-        {
+        let turn = self.shared.write_gate.turn().await;
+        let inserted = phone_number::Entity::insert(row)
+            .exec_with_returning(turn.db())
+            .await;
+        drop(turn);
+        match inserted {
             Ok(row) => view(&self.shared.db, row).await,
             Err(e) if is_unique_violation(&e) => {
                 Err(DomainError::invalid("e164", "this number is already in the inventory").into())
@@ -312,11 +314,13 @@ impl Store {
                 sent_at: Set(at),
             })
             .collect();
+        let turn = self.shared.write_gate.turn().await;
         for chunk in rows.chunks(500) {
             sms_message::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(&self.shared.db)
+                .exec_without_returning(turn.db())
                 .await?;
         }
+        drop(turn);
         let total = sms_message::Entity::find()
             .filter(sms_message::Column::PhoneNumberId.eq(number_id))
             .count(&self.shared.db)
