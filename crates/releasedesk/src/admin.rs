@@ -10,7 +10,7 @@ use releasedesk_store::{NewAgent, NewNumber, StaffRole, Store, StoreError, Token
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{StartupError, config::Settings, open_store};
+use crate::{StartupError, config::Settings, open_migrated};
 
 mod import;
 
@@ -161,7 +161,7 @@ impl From<DomainError> for AdminError {
 
 /// Runs the command and prints its JSON result; returns the exit code.
 pub async fn run(settings: &Settings, command: AdminCommand) -> ExitCode {
-    let result = match open_store(settings).await {
+    let result = match open_migrated(settings).await {
         Ok(store) => execute(&store, command).await,
         Err(StartupError::Store(e)) => Err(e.into()),
         Err(other) => Err(StoreError::Config(other.to_string()).into()),
@@ -213,7 +213,6 @@ fn not_found_as(what: &'static str) -> impl Fn(StoreError) -> AdminError {
 }
 
 async fn execute(store: &Store, command: AdminCommand) -> Result<Value, AdminError> {
-    store.migrate().await?;
     Ok(match command {
         AdminCommand::Account(AccountCommand::Create { name, email }) => {
             json!(store.create_account(&name, &email).await?)

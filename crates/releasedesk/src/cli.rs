@@ -9,8 +9,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use tokio::sync::watch;
 
 use crate::{
-    StartupError, admin, app, build_worker, config::Settings, demo, migrate, open_and_migrate,
-    open_store,
+    StartupError, admin, app, build_worker, config::Settings, demo, open_and_migrate, open_migrated,
 };
 
 #[derive(Debug, Parser)]
@@ -124,13 +123,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, StartupError> {
             serve(&settings, addr, false, app::Parts::REVIEWER).await?;
         }
         Command::Migrate => {
-            let store = open_store(&settings).await?;
-            migrate(&store, &settings).await?;
+            open_migrated(&settings).await?;
             println!("{}", serde_json::json!({"migrated": true}));
         }
         Command::Demo => {
-            let store = open_store(&settings).await?;
-            migrate(&store, &settings).await?;
+            let store = open_migrated(&settings).await?;
             let seeded = demo::seed(&store).await?;
             print!("{}", seeded.render(&settings.server.public_url));
         }

@@ -94,27 +94,33 @@ pub fn build_worker(settings: &Settings, store: Store) -> Result<Worker, Startup
     Ok(Worker::new(store, mailer, carrier, config).with_queue(queue))
 }
 
-/// Applies every migration: the application's schema, then the job queue's tables.
+/// Applies every migration: the application's schema, then the job queue's
+/// tables, holding the database's migration lock so that processes starting
+/// together take turns.
 pub async fn migrate(store: &Store, settings: &Settings) -> Result<(), StartupError> {
+    let lock = store.lock_migrations().await?;
     store.migrate().await?;
     releasedesk_worker::queue::setup(store.pool(), settings.database.url.expose())
         .await
         .map_err(|e| StartupError::Queue(e.to_string()))?;
+    lock.release().await;
     Ok(())
 }
 
-/// Connects and migrates like [`open_store`] + [`migrate`], but waits out a
+/// Connects to the configured database and applies every migration.
+pub async fn open_migrated(settings: &Settings) -> Result<Store, StartupError> {
+    let store = open_store(settings).await?;
+    migrate(&store, settings).await?;
+    Ok(store)
+}
+
+/// Connects and migrates like [`open_migrated`], but waits out a
 /// database that is not reachable yet (a service starting before its database,
 /// or during a failover), retrying with backoff up to every 10 s.
 pub async fn open_and_migrate(settings: &Settings) -> Result<Store, StartupError> {
     let mut delay = std::time::Duration::from_millis(500);
     loop {
-        let attempt = async {
-            let store = open_store(settings).await?;
-            migrate(&store, settings).await?;
-            Ok::<_, StartupError>(store)
-        };
-        match attempt.await {
+        match open_migrated(settings).await {
             Err(StartupError::Store(error)) if error.is_unavailable() => {
                 tracing::warn!(%error, retry_in = ?delay, "database unreachable; waiting for it");
                 tokio::time::sleep(delay).await;

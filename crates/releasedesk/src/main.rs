@@ -15,8 +15,11 @@ async fn main() -> ExitCode {
     match releasedesk::cli::run(cli).await {
         Ok(code) => code,
         Err(error) => {
-            tracing::error!(error = %error, "releasedesk failed");
-            eprintln!("error: {error}");
+            // With its causes ("database error: …: table … already exists"):
+            // the operator reading this has nothing else to go on.
+            let error = anyhow::Error::new(error);
+            tracing::error!(error = format!("{error:#}"), "releasedesk failed");
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }

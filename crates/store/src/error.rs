@@ -21,6 +21,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("configuration error: {0}")]
     Config(String),
+    /// The SQLite migration lock's file could not be made or locked.
+    #[error("migration lock {path}: {message}")]
+    MigrationLock { path: String, message: String },
 }
 
 impl StoreError {

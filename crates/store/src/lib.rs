@@ -20,6 +20,7 @@ mod group;
 mod idempotency;
 mod import;
 mod jobs;
+mod migration_lock;
 mod numbers;
 mod outbox;
 mod paging;
@@ -48,6 +49,7 @@ pub use filing::{FILING_BATCH_METRIC, INSERT_FILINGS};
 pub use idempotency::{KeyClaim, KeyScope, KeyTimes, StoredResponse};
 pub use import::{ImportOutcome, ImportRow};
 pub use jobs::SQLITE_PURGE;
+pub use migration_lock::MigrationLock;
 pub use numbers::{
     Blocker, ConfigPatch, NewNumber, NumberConfig, NumberPatch, NumberView, ReleasePreview,
 };
@@ -279,7 +281,8 @@ impl Store {
         &self.shared.settings.policy
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. A process that may start beside
+    /// others holds [`Store::lock_migrations`] around it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         use releasedesk_migrations::{Migrator, MigratorTrait};
         Migrator::up(&self.shared.db, None).await?;
