@@ -162,6 +162,22 @@ async fn processes_migrating_one_new_database_together_all_succeed() {
     .await;
 }
 
+/// A command that cannot start says why, in the database's own words: the
+/// operator at the terminal has nothing else to go on.
+#[test]
+fn a_failed_start_names_the_database_s_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-directory").join("releasedesk.db");
+    let url = format!("sqlite://{}?mode=rwc", missing.display());
+    let output = binary::run(dir.path(), &url, &["migrate"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: database") && stderr.contains("unable to open database file"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_is_idempotent() {
     each_backend(async |db: &TestDatabase| {

@@ -15,11 +15,8 @@ async fn main() -> ExitCode {
     match releasedesk::cli::run(cli).await {
         Ok(code) => code,
         Err(error) => {
-            // With its causes ("database error: …: table … already exists"):
-            // the operator reading this has nothing else to go on.
-            let error = anyhow::Error::new(error);
-            tracing::error!(error = format!("{error:#}"), "releasedesk failed");
-            eprintln!("error: {error:#}");
+            tracing::error!(error = %error, "releasedesk failed");
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

@@ -12,10 +12,15 @@ pub enum StoreError {
     #[error("unknown or revoked token")]
     Unauthenticated,
     /// The database cannot be reached right now; the caller may retry.
-    #[error("database unavailable")]
-    Unavailable(#[source] DbErr),
-    #[error("database error")]
-    Database(#[source] DbErr),
+    ///
+    /// This and [`StoreError::Database`] say their cause in their message
+    /// (and so expose no `source`): their messages go to logs and to the
+    /// operator's terminal, never into a response (the API answers 503 or a
+    /// generic 500), and "database error" alone told an operator nothing.
+    #[error("database unavailable: {0}")]
+    Unavailable(DbErr),
+    #[error("database error: {0}")]
+    Database(DbErr),
     /// A row holds a value the code does not know (e.g. an unknown status).
     #[error("corrupt data: {0}")]
     Corrupt(String),
