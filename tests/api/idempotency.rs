@@ -237,11 +237,30 @@ async fn an_error_answer_is_replayed_too(app: TestApp) {
     assert_eq!(second, first);
 }
 
+/// Whether the OpenAPI document's schema of `Idempotency-Key` admits `key`:
+/// clients (and schemathesis) generate keys from it.
+fn documented_as_valid(key: &str) -> bool {
+    let doc = serde_json::to_value(releasedesk::openapi::document()).unwrap();
+    let schema = &doc["components"]["parameters"]["IdempotencyKey"]["schema"];
+    let pattern = regex::Regex::new(schema["pattern"].as_str().expect("a pattern")).unwrap();
+    let length = key.chars().count() as u64;
+    schema["minLength"].as_u64().is_none_or(|min| length >= min)
+        && schema["maxLength"].as_u64().is_none_or(|max| length <= max)
+        && pattern.is_match(key)
+}
+
 async fn malformed_keys_are_422(app: TestApp) {
     let acme = app.customer().await;
     let number = app.number(&acme).await;
     let path = release_path(number);
-    for key in [String::new(), "k".repeat(256), "with space".into()] {
+    let malformed = [
+        String::new(),
+        "k".repeat(256),
+        "with space".into(),
+        "with\ttab".into(),
+    ];
+    for key in malformed {
+        assert!(!documented_as_valid(&key), "documented as valid: {key:?}");
         let (status, _, body) = post_with_key(
             &app,
             &path,
@@ -259,6 +278,9 @@ async fn malformed_keys_are_422(app: TestApp) {
         assert_eq!(body["details"][0]["field"], "Idempotency-Key", "{body}");
     }
     let longest = "k".repeat(255);
+    for key in [&longest, "!", "~", "order-42:retry/1"] {
+        assert!(documented_as_valid(key), "documented as invalid: {key:?}");
+    }
     let (status, _, body) = post_with_key(
         &app,
         &path,

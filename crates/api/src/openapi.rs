@@ -295,9 +295,16 @@ fn add_components(components: &mut Components) {
                     "Makes a retried POST safe: the same key from the same account with the same \
                      body within 24 h replays the first response (status and body). The same key \
                      with a different body is 422 `IDEMPOTENCY_KEY_REUSED`; while the first \
-                     request is still in flight, 409 `IDEMPOTENCY_KEY_IN_USE`.",
+                     request is still in flight, 409 `IDEMPOTENCY_KEY_IN_USE`. 1 to 255 visible \
+                     ASCII characters (`!` to `~`: no spaces); anything else is 422 \
+                     `VALIDATION_ERROR`.",
                 ))
-                .schema(Some(string().min_length(Some(1)).max_length(Some(255))))
+                .schema(Some(
+                    string()
+                        .min_length(Some(1))
+                        .max_length(Some(255))
+                        .pattern(Some("^[!-~]+$")),
+                ))
                 .build(),
         ),
     );
