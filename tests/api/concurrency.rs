@@ -21,6 +21,56 @@ backend_tests!(
     the_outbox_backlog_is_counted_without_reading_sent_history,
 );
 
+/// PostgreSQL: a filing that the group's statement left out (its number had
+/// an open request) but that the read just after finds allowed (that request
+/// was cancelled in between) is filed again, alone, and answered 201, not 409
+/// from what the statement saw. The race is made certain by a trigger that
+/// cancels the open request at the end of the statement, after its checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_left_out_for_a_request_cancelled_meanwhile_is_filed_again() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    let acme = app.customer().await;
+    let number = app.number(&acme).await;
+    let first = app.file_request(&acme, number).await;
+    let first_id = first["id"].as_str().unwrap();
+    app.execute(&format!(
+        "CREATE FUNCTION cancel_the_first() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             UPDATE release_requests SET status = 'cancelled' \
+             WHERE id = '{first_id}' AND status = 'pending'; \
+             RETURN NULL; END $$"
+    ))
+    .await;
+    app.execute(
+        "CREATE TRIGGER cancel_the_first AFTER INSERT ON release_requests \
+         FOR EACH STATEMENT EXECUTE FUNCTION cancel_the_first()",
+    )
+    .await;
+
+    let (status, body) = app
+        .request_release(&acme, number, "Filed again once the first was cancelled.")
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_ne!(body["data"]["id"], first["id"]);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM release_requests \
+             WHERE phone_number_id = '{number}' AND status = 'pending'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM release_requests \
+             WHERE id = '{first_id}' AND status = 'cancelled'"
+        ))
+        .await,
+        1
+    );
+}
+
 /// On PostgreSQL a full group of filings starts beside the group in flight
 /// instead of waiting for it (two INSERTs wait on the held table at once), and a
 /// number filed in both groups is still filed once: the unique index on open
