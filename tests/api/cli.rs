@@ -279,11 +279,53 @@ backend_tests!(
     an_import_into_an_unknown_account_is_not_found,
     a_unique_violation_while_inserting_rolls_the_whole_import_back,
     a_revoked_token_gets_401_and_other_tokens_of_the_account_still_work,
+    migrate_waits_while_another_process_holds_the_migration_lock,
 );
 
 /// The database URL of `app`, for the binary.
 fn url(app: &TestApp) -> &str {
     app.settings.database.url.expose()
+}
+
+/// `migrate` waits while another process holds the migration lock, says so,
+/// and finishes once the lock is let go.
+async fn migrate_waits_while_another_process_holds_the_migration_lock(app: TestApp) {
+    let lock = app.store.lock_migrations().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(binary::path())
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env("DATABASE_URL", url(&app))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("RELEASEDESK_CONFIG")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let said_it_waits = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("another process is migrating the database; waiting for it") {
+                return true;
+            }
+        }
+        false
+    };
+    let said = tokio::time::timeout(Duration::from_secs(30), said_it_waits).await;
+    assert!(matches!(said, Ok(true)), "no word of waiting: {said:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "migrate finished while the lock was held"
+    );
+
+    lock.release().await;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("migrate still waiting after the lock was let go")
+        .unwrap();
+    assert!(status.success());
 }
 
 /// `+1444` and seven digits: never one of `TestApp::number`'s `+1555…` numbers.
