@@ -42,17 +42,6 @@ enum Held {
     Nothing,
 }
 
-impl MigrationLock {
-    /// Lets go of the lock. Dropping it does too; this also says goodbye to
-    /// PostgreSQL instead of just closing the socket.
-    pub async fn release(self) {
-        if let Held::Postgres(connection) = self.held {
-            // The server drops a session's advisory locks however it ends.
-            let _ = connection.close().await;
-        }
-    }
-}
-
 impl Store {
     /// Waits for the database's migration lock and takes it. Hold it across
     /// [`Store::migrate`] and whatever else the process sets up in the
@@ -72,6 +61,15 @@ impl MigrationLock {
             },
         };
         Ok(Self { held })
+    }
+
+    /// Lets go of the lock. Dropping it does too; this also says goodbye to
+    /// PostgreSQL instead of just closing the socket.
+    pub async fn release(self) {
+        if let Held::Postgres(connection) = self.held {
+            // The server drops a session's advisory locks however it ends.
+            let _ = connection.close().await;
+        }
     }
 }
 
