@@ -162,6 +162,49 @@ async fn processes_migrating_one_new_database_together_all_succeed() {
     .await;
 }
 
+/// An admin command on a database where the job queue's tables cannot be set
+/// up (here a foreign `Workers` table in the way) fails with one JSON object
+/// that says so, not labelled a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_whose_queue_setup_fails_says_why() {
+    use sqlx::{Connection, SqliteConnection};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("releasedesk.db").display()
+    );
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE Workers (x TEXT)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let output = binary::run(
+        dir.path(),
+        &url,
+        &[
+            "admin",
+            "account",
+            "create",
+            "--name",
+            "Acme",
+            "--email",
+            "ops@acme.example",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let body: Value =
+        serde_json::from_str(stderr.trim()).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(body["success"], false);
+    assert_eq!(body["code"], "INTERNAL");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("no such column"), "{message}");
+    assert!(!message.contains("configuration"), "{message}");
+}
+
 /// A command that cannot start says why, in the database's own words: the
 /// operator at the terminal has nothing else to go on.
 #[test]

@@ -151,6 +151,9 @@ pub enum AdminError {
     /// The thing a command names does not exist.
     #[error("no such {0}")]
     NotFound(&'static str),
+    /// The database could not be made ready (the job queue's tables, say).
+    #[error(transparent)]
+    Startup(StartupError),
 }
 
 impl From<DomainError> for AdminError {
@@ -164,7 +167,7 @@ pub async fn run(settings: &Settings, command: AdminCommand) -> ExitCode {
     let result = match open_migrated(settings).await {
         Ok(store) => execute(&store, command).await,
         Err(StartupError::Store(e)) => Err(e.into()),
-        Err(other) => Err(StoreError::Config(other.to_string()).into()),
+        Err(other) => Err(AdminError::Startup(other)),
     };
     match result {
         Ok(value) => {
@@ -184,6 +187,9 @@ fn error_json(error: &AdminError) -> Value {
         AdminError::Import(error) => error.to_json(),
         AdminError::NotFound(_) => {
             json!({"success": false, "code": "NOT_FOUND", "message": error.to_string()})
+        }
+        AdminError::Startup(_) => {
+            json!({"success": false, "code": "INTERNAL", "message": error.to_string()})
         }
     }
 }
