@@ -186,12 +186,12 @@ async fn an_admin_command_whose_queue_setup_fails_says_why() {
         &url,
         &[
             "admin",
-            "account",
-            "create",
-            "--name",
-            "Acme",
-            "--email",
-            "ops@acme.example",
+            "sms",
+            "add",
+            "--number",
+            &uuid::Uuid::nil().to_string(),
+            "--count",
+            "1",
         ],
     );
     assert!(!output.status.success());
