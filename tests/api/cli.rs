@@ -127,12 +127,7 @@ async fn processes_migrating_one_new_database_together_all_succeed() {
         let dir = tempfile::tempdir().unwrap();
         let started: Vec<_> = (0..6)
             .map(|_| {
-                std::process::Command::new(binary::path())
-                    .arg("migrate")
-                    .current_dir(dir.path())
-                    .env("DATABASE_URL", db.url())
-                    .env("RUST_LOG", "warn")
-                    .env_remove("RELEASEDESK_CONFIG")
+                binary::command(dir.path(), db.url(), &["migrate"])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -335,13 +330,9 @@ fn url(app: &TestApp) -> &str {
 async fn migrate_waits_while_another_process_holds_the_migration_lock(app: TestApp) {
     let lock = app.store.lock_migrations().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(binary::path())
-        .arg("migrate")
-        .current_dir(dir.path())
-        .env("DATABASE_URL", url(&app))
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove("RELEASEDESK_CONFIG")
+    let mut migrate = binary::command(dir.path(), url(&app), &["migrate"]);
+    migrate.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    let mut child = tokio::process::Command::from(migrate)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

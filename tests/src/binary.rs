@@ -25,14 +25,22 @@ pub fn path() -> PathBuf {
     binary
 }
 
-/// Runs `releasedesk args…` against `database_url` in `dir`; returns its output.
-pub fn run(dir: &std::path::Path, database_url: &str, args: &[&str]) -> Output {
-    Command::new(path())
+/// `releasedesk args…` against `database_url` in `dir`, logging warnings and
+/// worse, with no configuration file: to run, or to adjust and spawn.
+pub fn command(dir: &std::path::Path, database_url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(path());
+    command
         .args(args)
         .current_dir(dir)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
-        .env_remove("RELEASEDESK_CONFIG")
+        .env_remove("RELEASEDESK_CONFIG");
+    command
+}
+
+/// Runs `releasedesk args…` against `database_url` in `dir`; returns its output.
+pub fn run(dir: &std::path::Path, database_url: &str, args: &[&str]) -> Output {
+    command(dir, database_url, args)
         .output()
         .expect("run releasedesk")
 }
