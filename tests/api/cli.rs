@@ -362,6 +362,29 @@ async fn migrate_waits_while_another_process_holds_the_migration_lock(app: TestA
     assert!(status.success());
 }
 
+/// On PostgreSQL the migration lock's holder is named while it is held (the
+/// lock's own connection, not one of the pool's), and nobody once it is let go.
+#[tokio::test]
+async fn postgres_names_the_migration_lock_s_holder() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    assert_eq!(app.store.migration_lock_holder().await.unwrap(), None);
+    let lock = app.store.lock_migrations().await.unwrap();
+    let holder = app.store.migration_lock_holder().await.unwrap();
+    let releasedesk_store::Pool::Postgres(pool) = app.store.pool() else {
+        unreachable!("a PostgreSQL app")
+    };
+    let pool_backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let holder = holder.expect("no holder named while the lock is held");
+    assert_ne!(holder, pool_backend, "a pooled connection holds the lock");
+    lock.release().await;
+    assert_eq!(app.store.migration_lock_holder().await.unwrap(), None);
+}
+
 /// `+1444` and seven digits: never one of `TestApp::number`'s `+1555…` numbers.
 fn e164(i: usize) -> String {
     format!("+1444{i:07}")

@@ -4,6 +4,8 @@ use std::{
     ffi::OsString,
     fs::{File, TryLockError},
     path::PathBuf,
+    pin::pin,
+    time::Duration,
 };
 
 use sqlx::{
@@ -17,6 +19,11 @@ use crate::{Pool, Store, StoreError};
 /// The key of the PostgreSQL advisory lock migrations are applied under
 /// ("released" in ASCII). Advisory locks are per database.
 const ADVISORY_KEY: i64 = i64::from_be_bytes(*b"released");
+
+/// How often a process waiting for the migration lock says it still is: a
+/// migration that long is rare, and one process stuck while holding the lock
+/// holds up every other's start.
+const STILL_WAITING_EVERY: Duration = Duration::from_secs(30);
 
 /// Held while this process applies migrations, so that processes starting
 /// together against one database (replicas of `api`, a `worker` beside them)
@@ -48,6 +55,16 @@ impl Store {
     /// database (the job queue's tables), then [`MigrationLock::release`] it.
     pub async fn lock_migrations(&self) -> Result<MigrationLock, StoreError> {
         MigrationLock::take(self.pool()).await
+    }
+
+    /// The PostgreSQL backend (its process id) holding the database's
+    /// migration lock, if one does. `None` on SQLite, whose file lock names
+    /// no holder.
+    pub async fn migration_lock_holder(&self) -> Result<Option<i32>, StoreError> {
+        match self.pool() {
+            Pool::Postgres(pool) => postgres_holder(pool).await,
+            Pool::Sqlite(_) => Ok(None),
+        }
     }
 }
 
@@ -84,13 +101,59 @@ async fn lock_postgres(pool: &PgPool) -> Result<PgConnection, StoreError> {
         .map_err(StoreError::from_sqlx)?;
     if !taken {
         tracing::info!("another process is migrating the database; waiting for it");
-        sqlx::query("SELECT pg_advisory_lock($1)")
+        let wait = sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(ADVISORY_KEY)
-            .execute(&mut connection)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+            .execute(&mut connection);
+        reporting(wait, STILL_WAITING_EVERY, |waited| {
+            let pool = pool.clone();
+            async move {
+                // Who holds it, for `pg_stat_activity` (and `pg_terminate_backend`
+                // if it is stuck); asked on the pool, this connection is waiting.
+                let holder = postgres_holder(&pool).await.ok().flatten();
+                tracing::warn!(
+                    waited_s = waited.as_secs(),
+                    holder_pid = holder,
+                    "still waiting for the migration lock, held by another process"
+                );
+            }
+        })
+        .await
+        .map_err(StoreError::from_sqlx)?;
     }
     Ok(connection)
+}
+
+/// The backend holding [`ADVISORY_KEY`] in this database. PostgreSQL shows a
+/// bigint advisory key as its high half in `classid` and its low in `objid`.
+async fn postgres_holder(pool: &PgPool) -> Result<Option<i32>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND (classid::bigint << 32) | objid::bigint = $1",
+    )
+    .bind(ADVISORY_KEY)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from_sqlx)
+}
+
+/// Runs `wait` to its end, calling `still` with the time waited so far each
+/// time another `every` has gone by.
+async fn reporting<T, F: Future<Output = ()>>(
+    wait: impl Future<Output = T>,
+    every: Duration,
+    mut still: impl FnMut(Duration) -> F,
+) -> T {
+    let started = tokio::time::Instant::now();
+    let mut wait = pin!(wait);
+    let mut ticks = tokio::time::interval_at(started + every, every);
+    loop {
+        tokio::select! {
+            done = &mut wait => return done,
+            _ = ticks.tick() => still(started.elapsed()).await,
+        }
+    }
 }
 
 /// The file of a SQLite pool's main database, as SQLite resolved it; `None`
@@ -129,7 +192,16 @@ async fn lock_file(path: PathBuf) -> Result<File, StoreError> {
         ),
         Err(TryLockError::Error(error)) => return Err(failed(error)),
     }
-    let waited = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
+    let wait = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
+    let waited = reporting(wait, STILL_WAITING_EVERY, |waited| {
+        tracing::warn!(
+            waited_s = waited.as_secs(),
+            lock = %path.display(),
+            "still waiting for the migration lock, held by another process"
+        );
+        std::future::ready(())
+    })
+    .await;
     match waited {
         Ok(locked) => locked.map_err(failed),
         Err(join) => Err(failed(std::io::Error::other(join))),
@@ -167,6 +239,40 @@ mod tests {
             .await
             .expect("still waiting after the lock was released");
         taken.unwrap().unwrap().release().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_wait_is_reported_every_period_until_it_ends() {
+        let mut reports = Vec::new();
+        let waited = reporting(
+            async {
+                tokio::time::sleep(Duration::from_secs(95)).await;
+                "taken"
+            },
+            Duration::from_secs(30),
+            |waited| {
+                reports.push(waited.as_secs());
+                std::future::ready(())
+            },
+        )
+        .await;
+        assert_eq!(waited, "taken");
+        assert_eq!(reports, [30, 60, 90]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_wait_is_not_reported() {
+        let mut reports = 0;
+        reporting(
+            tokio::time::sleep(Duration::from_secs(29)),
+            Duration::from_secs(30),
+            |_| {
+                reports += 1;
+                std::future::ready(())
+            },
+        )
+        .await;
+        assert_eq!(reports, 0);
     }
 
     #[tokio::test]
