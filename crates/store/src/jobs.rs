@@ -39,9 +39,11 @@ impl Store {
                 vec![cutoff.into(), limit.into()],
             ),
         };
-        let result = self
-            .shared
-            .db
+        // Upkeep nobody waits on: after the foreground writers, like the
+        // emails' bookkeeping.
+        let turn = self.shared.write_gate.background_turn().await;
+        let result = turn
+            .db()
             .execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
         Ok(result.rows_affected())

@@ -25,6 +25,7 @@ mod numbers;
 mod outbox;
 mod paging;
 mod plans;
+mod reads;
 mod requests;
 mod review;
 pub mod schema;
@@ -34,7 +35,6 @@ mod wal;
 use std::sync::Arc;
 
 use releasedesk_domain::ReleasePolicy;
-use sea_orm::DatabaseConnection;
 
 pub use accounts::{
     CreatedAccount, CreatedStaff, CreatedToken, CustomerPrincipal, Principal, RevokedToken,
@@ -93,7 +93,8 @@ pub struct Store {
 /// on PostgreSQL went to those clones and their drops, docs/BENCHMARKS.md).
 #[derive(Clone)]
 struct Shared {
-    db: DatabaseConnection,
+    /// The pool, for reads: it refuses writes, which go through `write_gate`.
+    db: reads::Reads,
     pool: Pool,
     settings: StoreSettings,
     /// Signalled after a commit that wrote outbox rows, so a worker in the same
@@ -148,7 +149,7 @@ impl Store {
             Pool::Sqlite(_) => None,
         };
         let shared = Shared {
-            db: pool.sea_orm(),
+            db: reads::Reads::new(pool.sea_orm()),
             filing_sessions,
             pool,
             settings,
@@ -285,7 +286,7 @@ impl Store {
     /// others holds [`Store::lock_migrations`] around it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         use releasedesk_migrations::{Migrator, MigratorTrait};
-        Migrator::up(&self.shared.db, None).await?;
+        Migrator::up(self.shared.db.pool(), None).await?;
         Ok(())
     }
 
@@ -296,7 +297,7 @@ impl Store {
 
         use releasedesk_migrations::{Migrator, MigratorTrait};
         if self.shared.migrations_current.load(Ordering::Relaxed) {
-            self.shared.db.ping().await?;
+            self.shared.db.pool().ping().await?;
             return Ok(true);
         }
         // Applied versions this binary does not know (a newer release migrated)

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use releasedesk_domain::RequestStatus;
 use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{Expr, Func},
 };
 

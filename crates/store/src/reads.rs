@@ -1,0 +1,132 @@
+//! The connection a store reads on, which refuses writes.
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, Statement,
+};
+
+/// The pool, for reads only.
+///
+/// A store writes in a write turn ([`crate::db::WriteGate`]): on SQLite on its
+/// one writer connection, so that its writers queue in this process instead of
+/// sleeping in SQLite's busy handler, and that connection's page cache stays
+/// warm; on PostgreSQL after the foreground writers. A write sent to the pool
+/// instead would still work, only slower and outside the queue, so nothing
+/// would show it but a benchmark. This connection refuses it: every statement
+/// sea-orm writes with goes through `execute` here (it is told there is no
+/// `RETURNING`, which would make inserts and updates queries), and a query
+/// handed to it that starts with a writing keyword is refused too.
+#[derive(Clone)]
+pub(crate) struct Reads(DatabaseConnection);
+
+impl Reads {
+    pub(crate) fn new(pool: DatabaseConnection) -> Self {
+        Self(pool)
+    }
+
+    /// The pool itself, for what is neither a read nor an operation's write:
+    /// migrations (under their own lock), pings and `EXPLAIN`s.
+    pub(crate) fn pool(&self) -> &DatabaseConnection {
+        &self.0
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Reads {
+    fn get_database_backend(&self) -> DbBackend {
+        self.0.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        Err(refused(&stmt.sql))
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        Err(refused(sql))
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        read_only(&stmt.sql)?;
+        self.0.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        read_only(&stmt.sql)?;
+        self.0.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        false
+    }
+}
+
+/// Refuses a statement that starts with a writing keyword.
+fn read_only(sql: &str) -> Result<(), DbErr> {
+    let first = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    let writes = ["INSERT", "UPDATE", "DELETE", "REPLACE"]
+        .iter()
+        .any(|keyword| first.eq_ignore_ascii_case(keyword));
+    if writes { Err(refused(sql)) } else { Ok(()) }
+}
+
+fn refused(sql: &str) -> DbErr {
+    DbErr::Custom(format!(
+        "a store write outside its write turn (a bug: write in a turn, see db::WriteGate): {sql}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use releasedesk_migrations::{Migrator, MigratorTrait};
+    use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+
+    use super::*;
+    use crate::{DbOptions, connect, entity::account};
+
+    async fn reads() -> Reads {
+        let pool = connect(&DbOptions::new("sqlite::memory:")).await.unwrap();
+        let db = pool.sea_orm();
+        Migrator::up(&db, None).await.unwrap();
+        Reads::new(db)
+    }
+
+    #[tokio::test]
+    async fn reads_pass_and_sea_orm_s_writes_are_refused() {
+        let reads = reads().await;
+        assert!(
+            account::Entity::find()
+                .all(&reads)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let insert = account::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            name: Set("Acme".into()),
+            email: Set("ops@acme.example".into()),
+            created_at: Set(chrono::Utc::now()),
+        }
+        .insert(&reads)
+        .await;
+        let error = insert.expect_err("an insert on the read connection");
+        assert!(
+            error.to_string().contains("outside its write turn"),
+            "{error}"
+        );
+        let delete = account::Entity::delete_many().exec(&reads).await;
+        assert!(delete.is_err(), "a delete on the read connection");
+    }
+
+    #[test]
+    fn a_query_that_writes_is_refused_and_one_that_reads_is_not() {
+        assert!(read_only("  insert into accounts (id) values (1) returning id").is_err());
+        assert!(read_only("UPDATE release_requests SET status = 'x' RETURNING id").is_err());
+        assert!(read_only("DELETE FROM outbox").is_err());
+        assert!(read_only("SELECT id FROM release_requests").is_ok());
+        assert!(read_only("WITH r AS (SELECT 1) SELECT * FROM r").is_ok());
+        assert!(read_only("select updated_at from release_requests").is_ok());
+    }
+}
