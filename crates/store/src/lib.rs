@@ -286,7 +286,7 @@ impl Store {
     /// others holds [`Store::lock_migrations`] around it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         use releasedesk_migrations::{Migrator, MigratorTrait};
-        Migrator::up(self.shared.db.pool(), None).await?;
+        Migrator::up(self.shared.db.unguarded(), None).await?;
         Ok(())
     }
 
@@ -297,7 +297,7 @@ impl Store {
 
         use releasedesk_migrations::{Migrator, MigratorTrait};
         if self.shared.migrations_current.load(Ordering::Relaxed) {
-            self.shared.db.pool().ping().await?;
+            self.shared.db.unguarded().ping().await?;
             return Ok(true);
         }
         // Applied versions this binary does not know (a newer release migrated)

@@ -60,7 +60,7 @@ impl Store {
         // cached schema when a statement starts reading, which EXPLAIN QUERY
         // PLAN does not: without the read first, a connection idle since a
         // schema change on another (a migration) explains with what is gone.
-        let txn = self.shared.db.pool().begin().await?;
+        let txn = self.shared.db.unguarded().begin().await?;
         if self.backend() == Backend::Sqlite {
             txn.execute_unprepared("SELECT count(*) FROM sqlite_schema")
                 .await?;

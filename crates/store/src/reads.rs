@@ -23,9 +23,10 @@ impl Reads {
         Self(pool)
     }
 
-    /// The pool itself, for what is neither a read nor an operation's write:
-    /// migrations (under their own lock), pings and `EXPLAIN`s.
-    pub(crate) fn pool(&self) -> &DatabaseConnection {
+    /// The pool without the guard, for what is neither a read nor an
+    /// operation's write: migrations (under their own lock), pings and
+    /// `EXPLAIN`s.
+    pub(crate) fn unguarded(&self) -> &DatabaseConnection {
         &self.0
     }
 }
@@ -118,6 +119,8 @@ mod tests {
         );
         let delete = account::Entity::delete_many().exec(&reads).await;
         assert!(delete.is_err(), "a delete on the read connection");
+        let accounts = account::Entity::find().all(reads.unguarded()).await;
+        assert!(accounts.unwrap().is_empty(), "the refused insert wrote");
     }
 
     #[test]
