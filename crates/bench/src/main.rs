@@ -442,72 +442,98 @@ fn filing_writes_rows(
     );
 }
 
+/// The drains, each beside what it is divided by: ours and the reference
+/// with one worker, the same two after history (so a machine whose speed
+/// drifts through a run moves both sides of "÷ fresh" alike), then two
+/// workers on PostgreSQL.
 async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {
-    let label = db.label();
-    let n = ctx.plan.drain;
-    let h = ctx.plan.history;
     let worker_counts: &[usize] = match db {
         Db::Postgres => &[1, 2],
         Db::Sqlite => &[1],
     };
-    let mut ours = Vec::new();
-    let mut reference_rates = Vec::new();
     for &workers in worker_counts {
-        let ours_rate = if ctx.runs(Stage::Drain) {
-            stage!(
-                report,
-                db,
-                format!("drain, {workers} worker(s)"),
-                release::drain(ctx, db, workers, 0, report)
+        let fresh = fresh_drains(ctx, db, workers, report).await;
+        if workers == 1 {
+            drains_after_history(ctx, db, fresh, report).await;
+        }
+    }
+}
+
+/// A fresh database's drain and reference drain with `workers` workers
+/// (each `None` where not run or failed).
+async fn fresh_drains(
+    ctx: &Ctx,
+    db: Db,
+    workers: usize,
+    report: &mut Report,
+) -> (Option<f64>, Option<f64>) {
+    let label = db.label();
+    let n = ctx.plan.drain;
+    let ours_rate = if ctx.runs(Stage::Drain) {
+        stage!(
+            report,
+            db,
+            format!("drain, {workers} worker(s)"),
+            release::drain(ctx, db, workers, 0, report)
+        )
+    } else {
+        None
+    };
+    let reference_rate = if ctx.runs(Stage::Reference) {
+        stage!(
+            report,
+            db,
+            format!("reference, {workers} worker(s)"),
+            reference::drain(ctx, db, workers, 0, report)
+        )
+    } else {
+        None
+    };
+    let stage = "drain";
+    if let Some(rate) = reference_rate {
+        report.push(
+            Row::new(
+                label,
+                stage,
+                format!("reference (apalis alone), {workers} worker(s), {n} jobs"),
             )
-        } else {
-            None
+            .value(rate, "jobs/s"),
+        );
+    }
+    if let Some(rate) = ours_rate {
+        let target = match (db, workers) {
+            (Db::Sqlite, _) => 1500.0,
+            (Db::Postgres, 1) => 1000.0,
+            (Db::Postgres, _) => 1500.0,
         };
-        let reference_rate = if ctx.runs(Stage::Reference) {
-            stage!(
-                report,
-                db,
-                format!("reference, {workers} worker(s)"),
-                reference::drain(ctx, db, workers, 0, report)
-            )
-        } else {
-            None
-        };
-        let stage = "drain";
-        if let Some(rate) = reference_rate {
+        let mut row = Row::new(label, stage, format!("{workers} worker(s), {n} approved"))
+            .value(rate, "releases/s")
+            .target(Target::Value(Bound::AtLeast(target)));
+        if let Some(reference) = reference_rate {
+            row = row.ratio("÷ reference", rate / reference);
+        }
+        report.push(row);
+        if let Some(reference) = reference_rate {
             report.push(
-                Row::new(
-                    label,
-                    stage,
-                    format!("reference (apalis alone), {workers} worker(s), {n} jobs"),
-                )
-                .value(rate, "jobs/s"),
+                Row::new(label, stage, format!("{workers} worker(s) ÷ reference"))
+                    .value(rate / reference, "×")
+                    .target(Target::Value(Bound::AtLeast(0.7))),
             );
         }
-        if let Some(rate) = ours_rate {
-            let target = match (db, workers) {
-                (Db::Sqlite, _) => 1500.0,
-                (Db::Postgres, 1) => 1000.0,
-                (Db::Postgres, _) => 1500.0,
-            };
-            let mut row = Row::new(label, stage, format!("{workers} worker(s), {n} approved"))
-                .value(rate, "releases/s")
-                .target(Target::Value(Bound::AtLeast(target)));
-            if let Some(reference) = reference_rate {
-                row = row.ratio("÷ reference", rate / reference);
-            }
-            report.push(row);
-            if let Some(reference) = reference_rate {
-                report.push(
-                    Row::new(label, stage, format!("{workers} worker(s) ÷ reference"))
-                        .value(rate / reference, "×")
-                        .target(Target::Value(Bound::AtLeast(0.7))),
-                );
-            }
-        }
-        ours.push(ours_rate);
-        reference_rates.push(reference_rate);
     }
+    (ours_rate, reference_rate)
+}
+
+/// The one-worker drain and reference drain after `plan.history` finished,
+/// each divided by its fresh rate (`fresh`: ours, reference).
+async fn drains_after_history(
+    ctx: &Ctx,
+    db: Db,
+    (ours_fresh, reference_fresh): (Option<f64>, Option<f64>),
+    report: &mut Report,
+) {
+    let label = db.label();
+    let h = ctx.plan.history;
     let stage = "drain after history";
     if ctx.runs(Stage::Drain)
         && let Some(rate) = stage!(
@@ -519,7 +545,7 @@ async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {
     {
         let mut row = Row::new(label, stage, format!("1 worker, {h} finished before"))
             .value(rate, "releases/s");
-        if let Some(Some(fresh)) = ours.first() {
+        if let Some(fresh) = ours_fresh {
             row = row
                 .ratio("÷ fresh", rate / fresh)
                 .target(Target::Ratio(Bound::AtLeast(0.9)));
@@ -540,7 +566,7 @@ async fn drains(ctx: &Ctx, db: Db, report: &mut Report) {
             format!("reference, 1 worker, {h} finished before"),
         )
         .value(rate, "jobs/s");
-        if let Some(Some(fresh)) = reference_rates.first() {
+        if let Some(fresh) = reference_fresh {
             row = row.ratio("÷ fresh", rate / fresh);
         }
         report.push(row);
