@@ -25,6 +25,11 @@ const ADVISORY_KEY: i64 = i64::from_be_bytes(*b"released");
 /// holds up every other's start.
 const STILL_WAITING_EVERY: Duration = Duration::from_secs(30);
 
+/// What a process that has to wait for the lock logs, once, and then every
+/// [`STILL_WAITING_EVERY`] (both kinds of lock say the same).
+const WAITING: &str = "another process is migrating the database; waiting for it";
+const STILL_WAITING: &str = "still waiting for the migration lock, held by another process";
+
 /// Held while this process applies migrations, so that processes starting
 /// together against one database (replicas of `api`, a `worker` beside them)
 /// take turns: the first applies what is pending, the others wait for it and
@@ -100,7 +105,7 @@ async fn lock_postgres(pool: &PgPool) -> Result<PgConnection, StoreError> {
         .await
         .map_err(StoreError::from_sqlx)?;
     if !taken {
-        tracing::info!("another process is migrating the database; waiting for it");
+        tracing::info!("{WAITING}");
         let wait = sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(ADVISORY_KEY)
             .execute(&mut connection);
@@ -113,7 +118,7 @@ async fn lock_postgres(pool: &PgPool) -> Result<PgConnection, StoreError> {
                 tracing::warn!(
                     waited_s = waited.as_secs(),
                     holder_pid = holder,
-                    "still waiting for the migration lock, held by another process"
+                    "{STILL_WAITING}"
                 );
             }
         })
@@ -188,7 +193,7 @@ async fn lock_file(path: PathBuf) -> Result<File, StoreError> {
         Ok(()) => return Ok(file),
         Err(TryLockError::WouldBlock) => tracing::info!(
             lock = %path.display(),
-            "another process is migrating the database; waiting for it"
+            "{WAITING}"
         ),
         Err(TryLockError::Error(error)) => return Err(failed(error)),
     }
@@ -197,7 +202,7 @@ async fn lock_file(path: PathBuf) -> Result<File, StoreError> {
         tracing::warn!(
             waited_s = waited.as_secs(),
             lock = %path.display(),
-            "still waiting for the migration lock, held by another process"
+            "{STILL_WAITING}"
         );
         std::future::ready(())
     })
