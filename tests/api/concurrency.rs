@@ -1,6 +1,6 @@
 //! Races resolve in the database: exactly one winner, no "database is locked".
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use futures::future::join_all;
 use releasedesk_domain::{DomainError, Reason};
@@ -851,6 +851,95 @@ async fn groups_look_their_ids_up_rather_than_walk_a_status(app: TestApp) {
             );
         }
     }
+}
+
+/// PostgreSQL: the filing writer's sessions plan each statement once, from
+/// the tables as they are then, and keep that plan as the tables grow. Made on
+/// a new database, and again after one analysed while small, the plans must
+/// find every row by key. A hash join or a hashed subplan, chosen because a
+/// small table is cheaper to read whole than to probe, goes on reading the
+/// whole table for every group once it has grown (docs/BENCHMARKS.md: 305 ms
+/// for a group of 16 at 1,000,000 numbers and 250,000 agent links, not 1 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filing_sessions_plans_find_rows_by_key_however_small_the_tables() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    let acme = app.customer().await;
+    let numbers = [app.number(&acme).await, app.number(&acme).await];
+    // Two agents: of one row, analysed, a probe by the primary key and a walk
+    // of `idx_agents_account` (its id second) cost the same, and PostgreSQL
+    // keeps whichever it found first (the filing sessions make new plans every
+    // `KeyedSessions` lifetime, so such a plan lasts a minute at most).
+    app.agent(&acme, "Front desk", true, &numbers[..1]).await;
+    app.agent(&acme, "Night desk", false, &numbers[..1]).await;
+    app.file_request(&acme, numbers[1]).await;
+    let releasedesk_store::Pool::Postgres(pool) = app.store.pool() else {
+        unreachable!("a PostgreSQL app");
+    };
+    let leading: HashMap<String, String> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    for moment in ["a new database", "analysed while small"] {
+        if moment == "analysed while small" {
+            app.execute("ANALYZE").await;
+        }
+        let plans = app.store.filing_plans().await.unwrap();
+        let plans = plans.expect("PostgreSQL has filing sessions");
+        for (statement, plan) in [("insert", plans.insert), ("left out", plans.left_out)] {
+            if let Err(step) = finds_rows_by_key(&plan, &leading) {
+                panic!("{statement}, {moment}: {step}\n{}", plan.join("\n"));
+            }
+        }
+    }
+}
+
+/// `Ok` if every table the plan reads it reads through an index, by its
+/// leading column (`leading`: each index's) equal to a key from a parameter
+/// or an outer row (an `Index Cond` naming `$n` or another table's column),
+/// and nothing is hashed or merged; else the step that is not.
+fn finds_rows_by_key(plan: &[String], leading: &HashMap<String, String>) -> Result<(), String> {
+    for (i, step) in plan.iter().enumerate() {
+        if step.contains("Hash") || step.contains("Merge") || step.contains("Seq Scan") {
+            return Err(step.clone());
+        }
+        let Some(index) = [
+            "Index Scan using ",
+            "Index Only Scan using ",
+            "Bitmap Index Scan on ",
+        ]
+        .iter()
+        .find_map(|scan| step.split_once(scan))
+        .and_then(|(_, rest)| rest.split_whitespace().next()) else {
+            continue;
+        };
+        let column = &leading[index];
+        let keyed = |detail: &String| {
+            detail
+                .trim_start()
+                .strip_prefix("Index Cond: ")
+                .is_some_and(|cond| {
+                    [format!("({column} = "), format!("({column})::text = ")]
+                        .iter()
+                        .find_map(|by| cond.split_once(by.as_str()))
+                        .is_some_and(|(_, key)| key.contains('$') || key.contains('.'))
+                })
+        };
+        let mut details = plan[i + 1..]
+            .iter()
+            .take_while(|detail| !detail.contains("->"));
+        if !details.any(keyed) {
+            return Err(step.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The backlog counts of `/metrics` read the partial indexes of undelivered and

@@ -180,9 +180,15 @@ pub async fn connect(options: &DbOptions) -> Result<Pool, StoreError> {
 /// long run of one-filing groups (cheap custom plans) it went on planning
 /// every group of a later burst (PostgreSQL's CPU per filing +18%).
 /// The trap `force_custom_plan` avoids, a generic plan chosen while a table
-/// was small and kept as it grew, is closed another way: every statement of
-/// theirs finds rows by key, so these sessions run with `enable_seqscan = off`
-/// and a plan made on a near-empty table still goes through the index.
+/// was small and kept as it grew, is closed another way. Every statement of
+/// theirs finds rows by key, and is written so that no plan can do otherwise:
+/// each table is read in a subquery of its own, run per row by key
+/// ([`crate::INSERT_FILINGS`]), never hashed or joined whole, which a planner
+/// finds cheaper while the table is small. The sessions run with
+/// `enable_seqscan = off`, so even then the reads go through an index, and
+/// are closed after [`PLAN_LIFETIME`], so no plan outlives the tables' sizes
+/// by more than that. (A test plans them on a new database and on one
+/// analysed while small, and reads each step.)
 #[derive(Clone)]
 pub(crate) struct KeyedSessions {
     pub(crate) pool: PgPool,
@@ -201,6 +207,7 @@ impl KeyedSessions {
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(pool.options().get_acquire_timeout())
+            .max_lifetime(PLAN_LIFETIME)
             .connect_lazy_with(options);
         Self {
             db: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
@@ -208,6 +215,12 @@ impl KeyedSessions {
         }
     }
 }
+
+/// How long a filing writer's session, and so each plan it made, lasts: a
+/// session is closed when it is next done with after this, and the next one
+/// plans from the tables as they are then (a new session and its plans cost a
+/// few milliseconds, once a minute).
+pub(crate) const PLAN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// A PostgreSQL statement with its parameters bound, run on the sqlx pool.
 pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;

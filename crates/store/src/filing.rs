@@ -630,6 +630,15 @@ const REQUESTED: &str = "requested";
 /// a cycle. The fee, the emails' payload and dedup keys are made here as
 /// `Store::decide` and `outbox::dedup_key` make them (a test compares the
 /// rows), and a token filer's actor label from `Actor::CUSTOMER_PREFIX` (`$25`).
+/// Every table is read by key, in a subquery per filing that a plan cannot
+/// turn into a read of the whole table: the number and its owner in `LATERAL`
+/// subqueries, the token, agents and open requests in `EXISTS`, each with
+/// `OFFSET 0`, which keeps PostgreSQL from merging it into a join or running it
+/// once over every row to hash. The writer's sessions plan this statement
+/// once and keep the plan (`db::KeyedSessions`); planned while the tables were
+/// small, a join hashed every assigned number and a hashed `EXISTS` every agent
+/// link, and kept doing so as they grew (docs/BENCHMARKS.md: 305 ms for a group
+/// of 16 at 1,000,000 numbers, 1 ms by key).
 /// The emails are a plain INSERT, not `ON CONFLICT (dedup_key) DO NOTHING` as
 /// `queue_emails` writes: their keys begin with the id of the new event, so
 /// none can exist, and a speculative insertion costs PostgreSQL a lock and a
@@ -643,22 +652,24 @@ WITH checked AS MATERIALIZED (
         (f.fee_cutoff IS NULL OR n.purchased_at > f.fee_cutoff) AS owes,
         f.account_id = n.account_id OR EXISTS (
             SELECT 1 FROM api_tokens t WHERE t.token_hash = f.token_hash
-                AND t.account_id = n.account_id AND t.revoked_at IS NULL) AS filers,
+                AND t.account_id = n.account_id AND t.revoked_at IS NULL OFFSET 0) AS filers,
         EXISTS (
-            SELECT 1 FROM agent_numbers u JOIN agents g ON g.id = u.agent_id
-            WHERE u.phone_number_id = n.id AND g.active) AS in_use,
+            SELECT 1 FROM agent_numbers u WHERE u.phone_number_id = n.id AND EXISTS (
+                SELECT 1 FROM agents g WHERE g.id = u.agent_id AND g.active OFFSET 0)
+            OFFSET 0) AS in_use,
         EXISTS (
             SELECT 1 FROM release_requests r WHERE r.phone_number_id = n.id
                 AND CASE WHEN r.status IN ('pending', 'approved', 'releasing')
-                    THEN TRUE ELSE FALSE END) AS open
+                    THEN TRUE ELSE FALSE END OFFSET 0) AS open
     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
         $6::timestamptz[], $7::text[], $8::uuid[], $9::timestamptz[], $10::uuid[],
         $11::uuid[], $12::uuid[], $13::text[])
         WITH ORDINALITY AS f (id, number_id, account_id, token_hash, reason, requested_at,
             requested_by, filed_by_staff_id, fee_cutoff, event_id, customer_email_id,
             staff_email_id, requested_at_json, ord)
-    JOIN phone_numbers n ON n.id = f.number_id
-    JOIN accounts a ON a.id = n.account_id
+    CROSS JOIN LATERAL (SELECT id, e164, status, account_id, purchased_at
+        FROM phone_numbers WHERE id = f.number_id OFFSET 0) n
+    CROSS JOIN LATERAL (SELECT name, email FROM accounts WHERE id = n.account_id OFFSET 0) a
 ), passed AS (
     SELECT DISTINCT ON (number_id) * FROM checked
     WHERE number_status = 'active' AND filers AND NOT in_use AND NOT open
@@ -871,21 +882,25 @@ pub(crate) fn candidates_select(
     hashes: &[String],
     backend: DbBackend,
 ) -> Select<phone_number::Entity> {
-    let in_use = Query::select()
+    // PostgreSQL: the filing writer's sessions keep this read's plan (see
+    // [`INSERT_FILINGS`]), so each table is read per number, by key: the
+    // link's agent and the owner in subqueries of their own, and `OFFSET 0`
+    // keeps each `EXISTS` from being run once over every row and hashed.
+    // SQLite runs every join as look-ups by key anyway, and the subqueries
+    // cost it a tenth of its filing throughput (docs/BENCHMARKS.md).
+    let by_key = backend == DbBackend::Postgres;
+    let links_agent = Expr::col((agent::Entity, agent::Column::Id))
+        .equals((agent_number::Entity, agent_number::Column::AgentId));
+    let active = Expr::col((agent::Entity, agent::Column::Active)).eq(true);
+    let mut in_use = Query::select()
         .expr(Expr::val(1))
         .from(agent_number::Entity)
-        .inner_join(
-            agent::Entity,
-            Expr::col((agent::Entity, agent::Column::Id))
-                .equals((agent_number::Entity, agent_number::Column::AgentId)),
-        )
         .and_where(
             Expr::col((agent_number::Entity, agent_number::Column::PhoneNumberId))
                 .equals((phone_number::Entity, phone_number::Column::Id)),
         )
-        .and_where(Expr::col((agent::Entity, agent::Column::Active)).eq(true))
         .to_owned();
-    let open = Query::select()
+    let mut open = Query::select()
         .expr(Expr::val(1))
         .from(release_request::Entity)
         .and_where(
@@ -897,6 +912,21 @@ pub(crate) fn candidates_select(
         )
         .and_where(unindexed(Expr::cust(OPEN)))
         .to_owned();
+    if by_key {
+        let agent = Query::select()
+            .expr(Expr::val(1))
+            .from(agent::Entity)
+            .and_where(links_agent)
+            .and_where(active)
+            .offset(0)
+            .to_owned();
+        in_use.and_where(Expr::exists(agent)).offset(0);
+        open.offset(0);
+    } else {
+        in_use
+            .inner_join(agent::Entity, links_agent)
+            .and_where(active);
+    }
     let owners_token = Condition::all()
         .add(
             Expr::col((api_token::Entity, api_token::Column::AccountId))
@@ -908,28 +938,44 @@ pub(crate) fn candidates_select(
             hashes.to_vec(),
             backend,
         ));
-    let mut select = phone_number::Entity::find()
-        .select_only()
-        .columns([
-            phone_number::Column::Id,
-            phone_number::Column::E164,
-            phone_number::Column::AccountId,
-            phone_number::Column::Status,
-            phone_number::Column::PurchasedAt,
-        ])
-        .column_as(account::Column::Name, "account_name")
-        .column_as(account::Column::Email, "account_email")
-        .expr_as(Expr::exists(in_use), "in_use")
-        .expr_as(Expr::exists(open), "open")
-        .column_as(api_token::Column::TokenHash, "token_hash")
-        .join(
-            JoinType::LeftJoin,
-            phone_number::Entity::belongs_to(account::Entity)
-                .from(phone_number::Column::AccountId)
-                .to(account::Column::Id)
-                .into(),
-        )
-        .filter(one_of(phone_number::Column::Id, numbers.to_vec(), backend));
+    let select = phone_number::Entity::find().select_only().columns([
+        phone_number::Column::Id,
+        phone_number::Column::E164,
+        phone_number::Column::AccountId,
+        phone_number::Column::Status,
+        phone_number::Column::PurchasedAt,
+    ]);
+    let mut select = if by_key {
+        let owners = |column: account::Column| {
+            let select = Query::select()
+                .column(column)
+                .from(account::Entity)
+                .and_where(
+                    Expr::col((account::Entity, account::Column::Id))
+                        .equals((phone_number::Entity, phone_number::Column::AccountId)),
+                )
+                .to_owned();
+            Expr::SubQuery(None, Box::new(select.into()))
+        };
+        select
+            .expr_as(owners(account::Column::Name), "account_name")
+            .expr_as(owners(account::Column::Email), "account_email")
+    } else {
+        select
+            .column_as(account::Column::Name, "account_name")
+            .column_as(account::Column::Email, "account_email")
+            .join(
+                JoinType::LeftJoin,
+                phone_number::Entity::belongs_to(account::Entity)
+                    .from(phone_number::Column::AccountId)
+                    .to(account::Column::Id)
+                    .into(),
+            )
+    }
+    .expr_as(Expr::exists(in_use), "in_use")
+    .expr_as(Expr::exists(open), "open")
+    .column_as(api_token::Column::TokenHash, "token_hash")
+    .filter(one_of(phone_number::Column::Id, numbers.to_vec(), backend));
     QueryTrait::query(&mut select).join(JoinType::LeftJoin, api_token::Entity, owners_token);
     select
 }

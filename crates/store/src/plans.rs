@@ -2,10 +2,14 @@
 //! operators and tests to see that they are (`EXPLAIN QUERY PLAN` on SQLite,
 //! `EXPLAIN` on PostgreSQL, one line per step).
 
-use sea_orm::{ConnectionTrait, QueryTrait, Statement, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DbBackend, DbErr, QueryTrait, Statement, TransactionTrait, Value,
+    sea_query::ArrayType,
+};
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
-use crate::{Backend, Store, StoreError, execution, filing};
+use crate::{Backend, INSERT_FILINGS, Store, StoreError, execution, filing};
 
 /// The plans of the two group-commit statements whose cost must not grow with
 /// the table: what a group of filings and a group of releases look up.
@@ -16,6 +20,16 @@ pub struct GroupPlans {
     pub open_requests: Vec<String>,
     /// The guarded UPDATE that takes the group's requests for release.
     pub take_releases: Vec<String>,
+}
+
+/// PostgreSQL: the plans the filing writer's sessions run their two
+/// statements with (`db::KeyedSessions`).
+#[derive(Debug, Clone)]
+pub struct FilingPlans {
+    /// [`INSERT_FILINGS`]: a group's checks and writes.
+    pub insert: Vec<String>,
+    /// The read of the filings it left out, to say why.
+    pub left_out: Vec<String>,
 }
 
 impl Store {
@@ -35,6 +49,38 @@ impl Store {
             open_requests: self.plan(open_requests).await?,
             take_releases: self.plan(take_releases).await?,
         })
+    }
+
+    /// PostgreSQL: [`FilingPlans`] as the filing writer's sessions would make
+    /// them now, from the tables as they are (`None` on SQLite, which has no
+    /// such sessions). Those sessions plan each statement once, for any
+    /// parameters, and keep the plan as the tables grow; a plan must
+    /// therefore find every row by key whatever the tables' sizes when it was
+    /// made.
+    pub async fn filing_plans(&self) -> Result<Option<FilingPlans>, StoreError> {
+        let Some(sessions) = &self.shared.filing_sessions else {
+            return Ok(None);
+        };
+        let ids = vec![releasedesk_domain::new_id()];
+        let tokens = vec![format!("{:064x}", 0)];
+        let left_out = filing::candidates_select(&ids, &tokens, DbBackend::Postgres)
+            .build(DbBackend::Postgres);
+        let mut session = sessions
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let left_out_types = left_out
+            .values
+            .iter()
+            .flat_map(|values| values.0.iter())
+            .map(parameter_type)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(FilingPlans {
+            // Its parameters' types are written in it or follow from the columns.
+            insert: generic_plan(&mut session, INSERT_FILINGS, &[]).await?,
+            left_out: generic_plan(&mut session, &left_out.sql, &left_out_types).await?,
+        }))
     }
 
     /// The plan of `sql`, a statement without bound parameters (its
@@ -70,5 +116,78 @@ impl Store {
         rows.iter()
             .map(|row| row.try_get::<String>("", column).map_err(StoreError::from))
             .collect()
+    }
+}
+
+/// The plan `session` makes of `sql`, a statement with parameters `$1` to
+/// `$n` of `types` (or of the types PostgreSQL infers, if none are given),
+/// prepared as the session prepares it: under `force_generic_plan` the plan of
+/// any parameters (here all NULL). One line per step.
+async fn generic_plan(
+    session: &mut PgConnection,
+    sql: &str,
+    types: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    const NAME: &str = "releasedesk_plan";
+    let parameters = vec!["NULL"; parameter_count(sql)].join(", ");
+    let types = match types {
+        [] => String::new(),
+        types => format!("({})", types.join(", ")),
+    };
+    let prepare = format!("PREPARE {NAME} {types} AS {sql}");
+    sqlx::raw_sql(AssertSqlSafe(prepare))
+        .execute(&mut *session)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    let explain = format!("EXPLAIN EXECUTE {NAME}({parameters})");
+    let plan = sqlx::query_scalar(AssertSqlSafe(explain))
+        .fetch_all(&mut *session)
+        .await;
+    let deallocate = format!("DEALLOCATE {NAME}");
+    sqlx::raw_sql(AssertSqlSafe(deallocate))
+        .execute(&mut *session)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    plan.map_err(StoreError::from_sqlx)
+}
+
+/// The PostgreSQL type sea-query's `value` is bound as, for the kinds of
+/// value the filing writer's read binds.
+fn parameter_type(value: &Value) -> Result<&'static str, StoreError> {
+    match value {
+        Value::Bool(_) => Ok("boolean"),
+        Value::Int(_) => Ok("int4"),
+        Value::BigInt(_) | Value::BigUnsigned(_) => Ok("int8"),
+        Value::String(_) => Ok("text"),
+        Value::Uuid(_) => Ok("uuid"),
+        Value::Array(ArrayType::String, _) => Ok("text[]"),
+        Value::Array(ArrayType::Uuid, _) => Ok("uuid[]"),
+        other => Err(StoreError::Database(DbErr::Custom(format!(
+            "no PostgreSQL type known for a parameter {other:?}"
+        )))),
+    }
+}
+
+/// The highest `$n` in `sql`.
+fn parameter_count(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|after| {
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            after[..digits].parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parameter_count;
+
+    #[test]
+    fn the_parameter_count_is_the_highest_placeholder() {
+        assert_eq!(parameter_count("SELECT $2, $12 || '$', $3"), 12);
+        assert_eq!(parameter_count("SELECT 1"), 0);
+        assert_eq!(parameter_count(crate::INSERT_FILINGS), 25);
     }
 }
