@@ -14,7 +14,7 @@ use sea_orm::{
 /// would show it but a benchmark. This connection refuses it: every statement
 /// sea-orm writes with goes through `execute` here (it is told there is no
 /// `RETURNING`, which would make inserts and updates queries), and a query
-/// handed to it that starts with a writing keyword is refused too.
+/// handed to it with a writing keyword outside quotes is refused too.
 #[derive(Clone)]
 pub(crate) struct Reads(DatabaseConnection);
 
@@ -60,17 +60,44 @@ impl ConnectionTrait for Reads {
     }
 }
 
-/// Refuses a statement that starts with a writing keyword.
+/// Refuses a statement that writes: one that starts with a writing keyword,
+/// or has `INSERT`, `UPDATE`, `DELETE` or `MERGE` as a word of its own
+/// outside quotes anywhere (a `WITH` whose part writes, a locking read).
 fn read_only(sql: &str) -> Result<(), DbErr> {
-    let first = sql
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default();
-    let writes = ["INSERT", "UPDATE", "DELETE", "REPLACE"]
-        .iter()
-        .any(|keyword| first.eq_ignore_ascii_case(keyword));
+    let mut words = unquoted_words(sql);
+    let first = words.next().unwrap_or_default();
+    let writes = first.eq_ignore_ascii_case("REPLACE")
+        || std::iter::once(first).chain(words).any(|word| {
+            ["INSERT", "UPDATE", "DELETE", "MERGE"]
+                .iter()
+                .any(|keyword| word.eq_ignore_ascii_case(keyword))
+        });
     if writes { Err(refused(sql)) } else { Ok(()) }
+}
+
+/// The words of `sql` (runs of letters, digits and `_`) outside quoted
+/// strings and identifiers.
+fn unquoted_words(sql: &str) -> impl Iterator<Item = &str> {
+    let mut quote = None;
+    let mut start = None;
+    sql.char_indices()
+        .chain(std::iter::once((sql.len(), ' ')))
+        .filter_map(move |(i, c)| {
+            if let Some(open) = quote {
+                if c == open {
+                    quote = None;
+                }
+                return None;
+            }
+            if c.is_ascii_alphanumeric() || c == '_' {
+                start.get_or_insert(i);
+                return None;
+            }
+            if matches!(c, '\'' | '"' | '`') {
+                quote = Some(c);
+            }
+            start.take().map(|from| &sql[from..i])
+        })
 }
 
 fn refused(sql: &str) -> DbErr {
@@ -131,5 +158,27 @@ mod tests {
         assert!(read_only("SELECT id FROM release_requests").is_ok());
         assert!(read_only("WITH r AS (SELECT 1) SELECT * FROM r").is_ok());
         assert!(read_only("select updated_at from release_requests").is_ok());
+        assert!(read_only("REPLACE INTO accounts (id) VALUES (1)").is_err());
+        assert!(read_only("SELECT replace(name, 'a', 'b') FROM accounts").is_ok());
+    }
+
+    #[test]
+    fn a_query_with_a_writing_part_is_refused() {
+        let writes = [
+            "WITH gone AS (DELETE FROM outbox RETURNING id) SELECT count(*) FROM gone",
+            "with r as (select 1) insert into accounts (id) select * from r returning id",
+            "SELECT id FROM release_requests WHERE status = 'pending' FOR UPDATE SKIP LOCKED",
+            "WITH m AS (MERGE INTO accounts USING x ON true WHEN MATCHED THEN DO NOTHING) SELECT 1",
+        ];
+        for sql in writes {
+            assert!(read_only(sql).is_err(), "{sql}");
+        }
+        let reads = [
+            "SELECT 'delete me', \"update\" FROM accounts WHERE note = 'it''s an insert'",
+            "SELECT deleted_at, inserted_by, merged FROM accounts",
+        ];
+        for sql in reads {
+            assert!(read_only(sql).is_ok(), "{sql}");
+        }
     }
 }
