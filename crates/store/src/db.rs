@@ -608,6 +608,19 @@ mod tests {
         matches!(pin!(turn).poll(&mut context), Poll::Ready(_))
     }
 
+    /// No plan of the filing writer's outlives [`PLAN_LIFETIME`]: its sessions
+    /// are replaced after it.
+    #[tokio::test]
+    async fn the_filing_writer_s_sessions_last_the_plan_lifetime() {
+        let pool = PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:9/none")
+            .expect("a lazy pool");
+        let sessions = KeyedSessions::beside(&pool, 2);
+        let options = sessions.pool.options();
+        assert_eq!(options.get_max_lifetime(), Some(PLAN_LIFETIME));
+        assert_eq!(options.get_max_connections(), 2);
+    }
+
     #[tokio::test]
     async fn a_background_writer_lets_foreground_writers_that_arrive_while_it_waits_go_first() {
         let gate = WriteQueue::default();
