@@ -76,11 +76,19 @@ impl Store {
             .flat_map(|values| values.0.iter())
             .map(parameter_type)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(FilingPlans {
-            // Its parameters' types are written in it or follow from the columns.
-            insert: generic_plan(&mut session, INSERT_FILINGS, &[]).await?,
-            left_out: generic_plan(&mut session, &left_out.sql, &left_out_types).await?,
-        }))
+        let plans = async {
+            Ok(FilingPlans {
+                // Its parameters' types are written in it or follow from the columns.
+                insert: generic_plan(&mut session, INSERT_FILINGS, &[]).await?,
+                left_out: generic_plan(&mut session, &left_out.sql, &left_out_types).await?,
+            })
+        }
+        .await;
+        if plans.is_err() {
+            // It may still hold a statement prepared under the plan's name.
+            session.close_on_drop();
+        }
+        plans.map(Some)
     }
 
     /// The plan of `sql`, a statement without bound parameters (its
