@@ -382,6 +382,56 @@ async fn sqlite_plans_see_the_schema_changed_on_another_connection() {
     drop(changer);
 }
 
+/// SQLite: a start's `PRAGMA optimize` (the job queue's set-up) analyses the
+/// tables; on a database still nearly empty its statistics made the planner
+/// read whole tables in every filing group (`SCAN phone_numbers`, `accounts`,
+/// `api_tokens`, `agents`, `release_requests`) and the release group's too,
+/// for as long as they lasted. After two restarts of a small database, what a
+/// new store plans still finds every row by key; a table large when analysed
+/// (the numbers, here) keeps its statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restarts_on_a_small_database_leave_the_group_plans_by_key() {
+    let app = TestApp::sqlite().await;
+    let acme = app.customer().await;
+    let numbers = [app.number(&acme).await, app.number(&acme).await];
+    app.agent(&acme, "Front desk", true, &numbers[..1]).await;
+    app.file_request(&acme, numbers[1]).await;
+    let account = acme.account_id.simple();
+    app.execute(&format!(
+        "INSERT INTO phone_numbers (id, e164, account_id, status, purchased_at, \
+         billing_cycle_started_at, monthly_price_minor, currency, created_at, updated_at) \
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {}) \
+         SELECT randomblob(16), '+1777' || printf('%07d', i), X'{account}', 'active', \
+         '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00', 115, 'USD', \
+         '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00' FROM s",
+        releasedesk_store::SMALL_TABLE_ROWS
+    ))
+    .await;
+    for _ in 0..2 {
+        let restarted = releasedesk::open_migrated(&app.settings).await.unwrap();
+        restarted.close().await;
+    }
+    let restarted = releasedesk::open_migrated(&app.settings).await.unwrap();
+    let analysed = |table: &str| format!("SELECT count(*) FROM sqlite_stat1 WHERE tbl = '{table}'");
+    assert_eq!(app.count(&analysed("accounts")).await, 0);
+    assert!(app.count(&analysed("phone_numbers")).await > 0);
+
+    for size in [1, 16] {
+        let plans = restarted.group_plans(size).await.unwrap();
+        for (statement, plan) in [
+            ("open requests", plans.open_requests),
+            ("take releases", plans.take_releases),
+        ] {
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN ")),
+                "{statement}, {size} ids:\n{}",
+                plan.join("\n")
+            );
+        }
+    }
+    restarted.close().await;
+}
+
 /// SQLite's write-ahead log reaches the database file through the store's own
 /// checkpoints, in the background: no commit pays for one (SQLite's default
 /// has the commit that takes the log past 1,000 pages copy it), and a few

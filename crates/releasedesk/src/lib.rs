@@ -103,6 +103,8 @@ pub async fn migrate(store: &Store, settings: &Settings) -> Result<(), StartupEr
     releasedesk_worker::queue::setup(store.pool(), settings.database.url.expose())
         .await
         .map_err(|e| StartupError::Queue(e.to_string()))?;
+    // After the queue's set-up, whose `PRAGMA optimize` analyses SQLite's tables.
+    store.forget_small_table_statistics().await?;
     lock.release().await;
     Ok(())
 }

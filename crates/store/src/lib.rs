@@ -55,7 +55,7 @@ pub use numbers::{
 };
 pub use outbox::{OutboxItem, OutboxStatus, OutboxView, RetryPolicy};
 pub use paging::{Cursor, Page, PageRequest};
-pub use plans::{FilingPlans, GroupPlans};
+pub use plans::{FilingPlans, GroupPlans, SMALL_TABLE_ROWS};
 pub use requests::{FiledRequest, RequestView};
 pub use review::{
     AccountRef, ClaimFilter, QueueFilter, QueueItem, QueueOrder, ReviewDetail, StaffRef,

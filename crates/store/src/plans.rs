@@ -22,6 +22,10 @@ pub struct GroupPlans {
     pub take_releases: Vec<String>,
 }
 
+/// Tables with fewer rows than this when analysed keep no statistics (see
+/// [`Store::forget_small_table_statistics`]).
+pub const SMALL_TABLE_ROWS: u64 = 10_000;
+
 /// PostgreSQL: the plans the filing writer's sessions run their two
 /// statements with (`db::KeyedSessions`).
 #[derive(Debug, Clone)]
@@ -89,6 +93,50 @@ impl Store {
             session.close_on_drop();
         }
         plans.map(Some)
+    }
+
+    /// SQLite: forgets the statistics of the tables that were small when
+    /// analysed (under [`SMALL_TABLE_ROWS`] rows), after a start's migrations.
+    ///
+    /// The job queue's set-up runs `PRAGMA optimize`, which analyses the
+    /// tables not analysed yet (every one of ours, at a process's start). On a
+    /// database still nearly empty that records a handful of rows per table,
+    /// and SQLite's planner then reads such a table whole rather than through
+    /// its index, and keeps doing so as the table grows, until the optimize of
+    /// a later start finds it many times larger: a filing group read every
+    /// number, account, token, agent and request, for each group.
+    /// Without statistics the planner takes every table to be large and finds
+    /// rows by key; a table that is large when analysed keeps its statistics.
+    /// Hold [`Store::lock_migrations`] around it.
+    pub async fn forget_small_table_statistics(&self) -> Result<(), StoreError> {
+        if self.backend() != Backend::Sqlite {
+            return Ok(());
+        }
+        let db = self.shared.db.unguarded();
+        let analysed = db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT name FROM sqlite_schema WHERE name IN ('sqlite_stat1', 'sqlite_stat4') \
+                 ORDER BY name DESC",
+            ))
+            .await?;
+        if analysed.is_empty() {
+            return Ok(());
+        }
+        // A statistic's first number is the rows of its table (or index).
+        // `sqlite_stat1` says which tables were small, so it goes last.
+        let small = format!(
+            "SELECT tbl FROM sqlite_stat1 GROUP BY tbl \
+             HAVING max(CAST(stat AS INTEGER)) < {SMALL_TABLE_ROWS}"
+        );
+        let mut forget = String::new();
+        for table in analysed {
+            let table: String = table.try_get("", "name")?;
+            forget.push_str(&format!("DELETE FROM {table} WHERE tbl IN ({small}); "));
+        }
+        forget.push_str("ANALYZE sqlite_schema");
+        db.execute_unprepared(&forget).await?;
+        Ok(())
     }
 
     /// The plan of `sql`, a statement without bound parameters (its
