@@ -41,11 +41,7 @@ impl Store {
     /// token of its own.
     pub async fn group_plans(&self, size: usize) -> Result<GroupPlans, StoreError> {
         let backend = self.shared.db.get_database_backend();
-        let ids: Vec<Uuid> = (0..size).map(|_| releasedesk_domain::new_id()).collect();
-        let tokens: Vec<String> = ids
-            .iter()
-            .map(|id| format!("{:064x}", id.as_u128()))
-            .collect();
+        let (ids, tokens) = made_up_group(size);
         let open_requests = filing::candidates_select(&ids, &tokens, backend).build(backend);
         let take_releases =
             execution::released_together(&ids, releasedesk_domain::time::now()).build(backend);
@@ -65,8 +61,7 @@ impl Store {
         let Some(sessions) = &self.shared.filing_sessions else {
             return Ok(None);
         };
-        let ids = vec![releasedesk_domain::new_id()];
-        let tokens = vec![format!("{:064x}", 0)];
+        let (ids, tokens) = made_up_group(1);
         let left_out = filing::candidates_select(&ids, &tokens, DbBackend::Postgres)
             .build(DbBackend::Postgres);
         let mut session = sessions
@@ -173,6 +168,16 @@ impl Store {
             .map(|row| row.try_get::<String>("", column).map_err(StoreError::from))
             .collect()
     }
+}
+
+/// `size` made-up number ids, each with a token hash of its own, for plans.
+fn made_up_group(size: usize) -> (Vec<Uuid>, Vec<String>) {
+    let ids: Vec<Uuid> = (0..size).map(|_| releasedesk_domain::new_id()).collect();
+    let tokens = ids
+        .iter()
+        .map(|id| format!("{:064x}", id.as_u128()))
+        .collect();
+    (ids, tokens)
 }
 
 /// The plan `session` makes of `sql`, a statement with parameters `$1` to
