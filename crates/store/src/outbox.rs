@@ -324,6 +324,46 @@ pub(crate) fn status_is(status: OutboxStatus) -> sea_orm::sea_query::SimpleExpr 
     sea_orm::sea_query::Expr::cust(format!("status = '{}'", status.as_str()))
 }
 
+/// The claim of [`Store::claim_outbox`]: up to `limit` due rows of `kind`,
+/// `sending` until `lease` after `at`.
+fn claim(
+    kind: &str,
+    limit: u64,
+    lease: std::time::Duration,
+    at: DateTime<Utc>,
+) -> sea_orm::UpdateMany<outbox::Entity> {
+    use sea_orm::{
+        ColumnTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+        sea_query::{Expr, ExprTrait, LockBehavior, LockType},
+    };
+    let due = outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::Id)
+        .filter(outbox::Column::Kind.eq(kind))
+        // Literals, not parameters: the condition of `idx_outbox_undelivered`,
+        // which both databases use only when they can see it is implied.
+        .filter(Expr::cust(UNDELIVERED))
+        .filter(outbox::Column::NextAttemptAt.lte(at))
+        .order_by_asc(outbox::Column::NextAttemptAt)
+        .limit(limit)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .into_query();
+    outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(OutboxStatus::Sending.as_str()),
+        )
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .col_expr(
+            outbox::Column::NextAttemptAt,
+            Expr::value(at + delta(lease)),
+        )
+        .filter(outbox::Column::Id.in_subquery(due))
+}
+
 /// One outbox row handed to a dispatcher.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxItem {
@@ -407,38 +447,8 @@ impl crate::Store {
         limit: u64,
         lease: std::time::Duration,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        use sea_orm::{
-            ColumnTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-            sea_query::{Expr, ExprTrait, LockBehavior, LockType},
-        };
         let turn = self.outbox_turn(kind).await;
-        let at = releasedesk_domain::time::now();
-        let due = outbox::Entity::find()
-            .select_only()
-            .column(outbox::Column::Id)
-            .filter(outbox::Column::Kind.eq(kind))
-            // Literals, not parameters: the condition of `idx_outbox_undelivered`,
-            // which both databases use only when they can see it is implied.
-            .filter(Expr::cust(UNDELIVERED))
-            .filter(outbox::Column::NextAttemptAt.lte(at))
-            .order_by_asc(outbox::Column::NextAttemptAt)
-            .limit(limit)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .into_query();
-        let mut rows = outbox::Entity::update_many()
-            .col_expr(
-                outbox::Column::Status,
-                Expr::value(OutboxStatus::Sending.as_str()),
-            )
-            .col_expr(
-                outbox::Column::Attempts,
-                Expr::col(outbox::Column::Attempts).add(1),
-            )
-            .col_expr(
-                outbox::Column::NextAttemptAt,
-                Expr::value(at + delta(lease)),
-            )
-            .filter(outbox::Column::Id.in_subquery(due))
+        let mut rows = claim(kind, limit, lease, releasedesk_domain::time::now())
             .exec_with_returning(turn.db())
             .await?;
         rows.sort_by_key(|row| (row.created_at, row.id));
@@ -493,6 +503,17 @@ impl crate::Store {
             EMAIL => self.shared.write_gate.background_turn().await,
             _ => self.shared.write_gate.turn().await,
         }
+    }
+
+    /// The plan of a dispatcher's claim of `kind`'s due rows (see
+    /// [`Store::claim_outbox`]): it must read the partial index of
+    /// undelivered rows, never every email ever sent.
+    pub async fn claim_plan(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        use sea_orm::QueryTrait;
+        let backend = self.shared.db.get_database_backend();
+        let at = releasedesk_domain::time::now();
+        let claim = claim(kind, 100, std::time::Duration::from_secs(60), at);
+        self.plan(claim.build(backend)).await
     }
 
     /// Records a failed delivery: retried after the policy's backoff, or `dead`
