@@ -62,7 +62,8 @@ impl ConnectionTrait for Reads {
 
 /// Refuses a statement that writes: one that starts with a writing keyword,
 /// or has `INSERT`, `UPDATE`, `DELETE` or `MERGE` as a word of its own
-/// outside quotes anywhere (a `WITH` whose part writes, a locking read).
+/// outside quotes and comments anywhere (a `WITH` whose part writes, a
+/// locking read).
 fn read_only(sql: &str) -> Result<(), DbErr> {
     let mut words = unquoted_words(sql);
     let first = words.next().unwrap_or_default();
@@ -75,28 +76,56 @@ fn read_only(sql: &str) -> Result<(), DbErr> {
     if writes { Err(refused(sql)) } else { Ok(()) }
 }
 
+/// What the lexer of [`unquoted_words`] is inside of.
+#[derive(Clone, Copy, PartialEq)]
+enum Skipping {
+    Quote(char),
+    /// `--` to the end of the line.
+    LineComment,
+    /// `/*` to the next `*/` (PostgreSQL nests them; taken here as SQLite
+    /// does, so a nested one's words after its first `*/` are looked at:
+    /// a read refused, never a write let through).
+    BlockComment,
+}
+
 /// The words of `sql` (runs of letters, digits and `_`) outside quoted
-/// strings and identifiers.
+/// strings and identifiers and outside comments (where a quote opens
+/// nothing, so it cannot hide the words after it).
 fn unquoted_words(sql: &str) -> impl Iterator<Item = &str> {
-    let mut quote = None;
+    let mut skipping = None;
     let mut start = None;
+    let mut previous = ' ';
     sql.char_indices()
         .chain(std::iter::once((sql.len(), ' ')))
         .filter_map(move |(i, c)| {
-            if let Some(open) = quote {
-                if c == open {
-                    quote = None;
+            let after = std::mem::replace(&mut previous, c);
+            match skipping {
+                Some(Skipping::Quote(open)) if c == open => skipping = None,
+                Some(Skipping::LineComment) if c == '\n' => skipping = None,
+                Some(Skipping::BlockComment) if after == '*' && c == '/' => {
+                    skipping = None;
+                    // The `/` closed a comment: it does not open another.
+                    previous = ' ';
                 }
-                return None;
+                Some(_) => {}
+                None if c.is_ascii_alphanumeric() || c == '_' => {
+                    start.get_or_insert(i);
+                }
+                None => {
+                    skipping = match (after, c) {
+                        ('-', '-') => Some(Skipping::LineComment),
+                        ('/', '*') => {
+                            // The `*` opened a comment: it does not close it.
+                            previous = ' ';
+                            Some(Skipping::BlockComment)
+                        }
+                        (_, '\'' | '"' | '`') => Some(Skipping::Quote(c)),
+                        _ => None,
+                    };
+                    return start.take().map(|from| &sql[from..i]);
+                }
             }
-            if c.is_ascii_alphanumeric() || c == '_' {
-                start.get_or_insert(i);
-                return None;
-            }
-            if matches!(c, '\'' | '"' | '`') {
-                quote = Some(c);
-            }
-            start.take().map(|from| &sql[from..i])
+            None
         })
 }
 
@@ -169,6 +198,10 @@ mod tests {
             "with r as (select 1) insert into accounts (id) select * from r returning id",
             "SELECT id FROM release_requests WHERE status = 'pending' FOR UPDATE SKIP LOCKED",
             "WITH m AS (MERGE INTO accounts USING x ON true WHEN MATCHED THEN DO NOTHING) SELECT 1",
+            // A quote in a comment opens nothing that could hide what follows.
+            "SELECT id FROM accounts -- don't\n FOR UPDATE",
+            "SELECT id /* it's */ FROM accounts FOR UPDATE",
+            "SELECT id /*/ still a comment */ FROM accounts FOR UPDATE",
         ];
         for sql in writes {
             assert!(read_only(sql).is_err(), "{sql}");
@@ -176,6 +209,9 @@ mod tests {
         let reads = [
             "SELECT 'delete me', \"update\" FROM accounts WHERE note = 'it''s an insert'",
             "SELECT deleted_at, inserted_by, merged FROM accounts",
+            "SELECT id -- not an update\nFROM accounts",
+            "SELECT /* delete? no */ id FROM accounts /**/",
+            "SELECT 10-1 AS nine, 4/2 AS two, 2*3 AS six FROM accounts",
         ];
         for sql in reads {
             assert!(read_only(sql).is_ok(), "{sql}");
